@@ -1,0 +1,191 @@
+"""Users: create, read, list, update and delete, cached in both levels."""
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import abort
+
+import db
+from blueprints import BIGINT_ID, Blueprint
+from cache import cache
+from responses import json_response, pack, to_json, unpack
+
+blp = Blueprint("users", __name__, description="User accounts: CRUD")
+NS = "users"
+
+MAX_PAGE_SIZE = 1000
+
+
+def _printable(value):
+    if any(not ch.isprintable() for ch in value):
+        raise ma.ValidationError("Must not contain control characters.")
+
+
+NAME_RULES = [ma.validate.Length(1, 100), _printable]
+EMAIL_RULES = ma.validate.Length(max=100)
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String(
+        required=True,
+        validate=NAME_RULES,
+        metadata={"description": "1 to 100 printable characters"},
+    )
+    email = ma.fields.Email(
+        required=True,
+        validate=EMAIL_RULES,
+        metadata={"description": "unique, case-insensitively"},
+    )
+    created_at = ma.fields.DateTime(dump_only=True, metadata={"description": "ISO 8601, UTC"})
+
+    @ma.pre_load
+    def strip(self, data, **kwargs):
+        if isinstance(data, dict):
+            return {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        return data
+
+
+class UserUpdateSchema(UserSchema):
+    name = ma.fields.String(validate=NAME_RULES)
+    email = ma.fields.Email(validate=EMAIL_RULES)
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give name, email or both.")
+
+
+class UserQueryArgsSchema(ma.Schema):
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    page_size = ma.fields.Integer(
+        load_default=100, validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE)
+    )
+
+
+class CreatedSchema(ma.Schema):
+    id = ma.fields.Integer()
+    message = ma.fields.String()
+
+
+class MessageSchema(ma.Schema):
+    message = ma.fields.String()
+
+
+PAGINATION_HEADER = {
+    "X-Pagination": {
+        "description": 'JSON: {"total", "total_pages", "page", "page_size"}',
+        "schema": {"type": "string"},
+    }
+}
+
+_user = UserSchema()
+_users = UserSchema(many=True)
+
+
+def _load_user(user_id):
+    row = db.fetch_one(
+        """
+        SELECT id, name, email, created_at
+        FROM users
+        WHERE id = %s
+        """,
+        (user_id,),
+    )
+    return None if row is None else to_json(_user.dump(row))
+
+
+def _load_page(page, page_size):
+    total = db.fetch_one("SELECT count(*) AS total FROM users")["total"]
+    rows = db.fetch_all(
+        """
+        SELECT id, name, email, created_at
+        FROM users
+        ORDER BY id
+        LIMIT %s
+        OFFSET %s
+        """,
+        (page_size, (page - 1) * page_size),
+    )
+    pagination = {
+        "total": total,
+        "total_pages": -(-total // page_size),
+        "page": page,
+        "page_size": page_size,
+    }
+    return pack(to_json(_users.dump(rows)), {"X-Pagination": to_json(pagination)})
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @blp.arguments(UserQueryArgsSchema, location="query")
+    @blp.response(200, UserSchema(many=True), headers=PAGINATION_HEADER)
+    def get(self, args):
+        """List users, ordered by id"""
+        page, page_size = args["page"], args["page_size"]
+        packed, l2 = cache.listing(NS, f"{page}:{page_size}", lambda: _load_page(page, page_size))
+        body, headers = unpack(packed)
+        return json_response(body, headers=headers, l2=l2)
+
+    @blp.arguments(UserSchema)
+    @blp.response(201, CreatedSchema)
+    @blp.errors(400, 409, 415)
+    def post(self, user):
+        """Create a user"""
+        with db.transaction() as cur:
+            cur.execute(
+                """
+                INSERT INTO users (name, email)
+                VALUES (%s, %s)
+                RETURNING id
+                """,
+                (user["name"], user["email"]),
+            )
+            user_id = cur.fetchone()["id"]
+        cache.invalidate(NS)
+        return {"id": user_id, "message": "Created"}, {"Location": f"/users/{user_id}"}
+
+
+@blp.route(f"/users/<{BIGINT_ID}:user_id>")
+class UserById(MethodView):
+    @blp.response(200, UserSchema)
+    @blp.errors(404)
+    def get(self, user_id):
+        """Get one user"""
+        body, l2 = cache.item(NS, user_id, lambda: _load_user(user_id))
+        if body is None:
+            abort(404, message=f"User {user_id} not found.")
+        return json_response(body, l2=l2)
+
+    @blp.arguments(UserUpdateSchema)
+    @blp.response(200, MessageSchema)
+    @blp.errors(400, 404, 409, 415)
+    def put(self, changes, user_id):
+        """Update a user's name, email or both"""
+        with db.transaction() as cur:
+            cur.execute(
+                """
+                UPDATE users
+                SET name = COALESCE(%s, name),
+                    email = COALESCE(%s, email)
+                WHERE id = %s
+                RETURNING id
+                """,
+                (changes.get("name"), changes.get("email"), user_id),
+            )
+            found = cur.fetchone()
+        if found is None:
+            abort(404, message=f"User {user_id} not found.")
+        cache.invalidate(NS, user_id)
+        return {"message": "Updated"}
+
+    @blp.response(200, MessageSchema)
+    @blp.errors(404)
+    def delete(self, user_id):
+        """Delete a user"""
+        with db.transaction() as cur:
+            cur.execute("DELETE FROM users WHERE id = %s RETURNING id", (user_id,))
+            found = cur.fetchone()
+        if found is None:
+            abort(404, message=f"User {user_id} not found.")
+        cache.invalidate(NS, user_id)
+        return {"message": "Deleted"}

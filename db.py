@@ -1,0 +1,167 @@
+"""PostgreSQL access: one small connection pool per process, one connection per request.
+
+Connections are opened lazily, after gunicorn has forked its workers, never at
+import time. They run in autocommit mode so a read costs one round trip;
+writes go through ``transaction()``.
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from flask import current_app, g
+
+INIT_SQL = Path(__file__).with_name("init.sql")
+
+
+class PoolTimeout(Exception):
+    """Every connection of the pool stayed busy for the whole wait."""
+
+
+class ConnectionPool:
+    """At most ``size`` connections, opened on demand and reused last-in first-out.
+
+    Not psycopg2.pool: that one raises at once when exhausted instead of
+    waiting, and cannot drop its idle connections when the server restarts.
+    """
+
+    def __init__(self, size, dsn, **connect_kwargs):
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle = []
+        self._lock = threading.Lock()
+        self._dsn = dsn
+        self._connect_kwargs = connect_kwargs
+
+    def acquire(self, timeout):
+        if not self._slots.acquire(timeout=timeout):
+            raise PoolTimeout()
+        try:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+            conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
+            conn.autocommit = True
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn):
+        try:
+            if _is_broken(conn):
+                conn.close()
+                # A lost connection usually means the server restarted: the
+                # idle ones are dead too, and the next requests should not
+                # each discover that with an error.
+                self.discard_idle()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
+    def discard_idle(self):
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _is_broken(conn):
+    if conn.closed:
+        return True
+    status = conn.info.transaction_status
+    if status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return False
+    if status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:
+        return True
+    try:  # left inside a transaction by an error: clean it for the next user
+        conn.rollback()
+        conn.autocommit = True
+        return False
+    except psycopg2.Error:
+        return True
+
+
+def _pool():
+    """This process's pool for the current app, created on first use after fork."""
+    app = current_app._get_current_object()
+    pid, pool = app.extensions.get("db_pool", (None, None))
+    if pid != os.getpid():
+        with app.extensions["db_pool_lock"]:
+            pid, pool = app.extensions.get("db_pool", (None, None))
+            if pid != os.getpid():
+                cfg = app.config
+                pool = ConnectionPool(
+                    cfg["DB_POOL_SIZE"],
+                    cfg["DATABASE_URL"],
+                    connect_timeout=cfg["DB_CONNECT_TIMEOUT"],
+                    options=f"-c statement_timeout={cfg['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC",
+                    application_name="api",
+                    cursor_factory=psycopg2.extras.RealDictCursor,
+                )
+                app.extensions["db_pool"] = (os.getpid(), pool)
+    return pool
+
+
+def get_db():
+    """The request's connection, taken from the pool on first use."""
+    if "db" not in g:
+        timeout = current_app.config["DB_CONNECT_TIMEOUT"]
+        g.db = _pool().acquire(timeout)
+    return g.db
+
+
+def _release_db(exc=None):
+    conn = g.pop("db", None)
+    if conn is not None:
+        _pool().release(conn)
+
+
+def fetch_one(sql, params=()):
+    with get_db().cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()
+
+
+def fetch_all(sql, params=()):
+    with get_db().cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+@contextmanager
+def transaction():
+    """A cursor inside one transaction: committed on success, rolled back on error."""
+    conn = get_db()
+    conn.autocommit = False
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    finally:
+        if not conn.closed:
+            conn.autocommit = True
+
+
+def init_db():
+    """Apply init.sql (idempotent: safe on an existing database)."""
+    with transaction() as cur:
+        cur.execute(INIT_SQL.read_text())
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the schema and seed rows from init.sql."""
+    init_db()
+    click.echo("database initialised")
+
+
+def init_app(app):
+    app.extensions["db_pool_lock"] = threading.Lock()
+    app.teardown_appcontext(_release_db)
+    app.cli.add_command(init_db_command)

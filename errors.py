@@ -1,0 +1,71 @@
+"""One error shape for the whole API: ``{"code", "status", "message", "errors"}``.
+
+flask-smorest renders every HTTPException (404, 405, 422, abort(...), and the
+500 that wraps an unhandled exception) in that shape. This module adds what it
+does not cover: database and pool errors, and 415 for bodies that are not JSON.
+Responses never carry SQL, driver messages or stack traces: those go to the log.
+"""
+
+import logging
+
+import psycopg2
+import psycopg2.errors
+from flask import jsonify
+from flask_smorest import abort
+from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.http import HTTP_STATUS_CODES
+
+from db import PoolTimeout
+
+log = logging.getLogger(__name__)
+
+# Unique constraints (init.sql) and what a client is told when it breaks one.
+CONFLICT_MESSAGES = {
+    "users_email_key": "A user with this email already exists.",
+}
+
+
+class JSONBodyParser(FlaskParser):
+    """Answers 415 when a JSON body arrives as another media type.
+
+    webargs would otherwise treat it as an empty body and report each
+    required field as missing (422), which hides the real mistake.
+    """
+
+    def _raw_load_json(self, req):
+        if not is_json_request(req):
+            abort(415, message="Send the body as JSON with 'Content-Type: application/json'.")
+        return super()._raw_load_json(req)
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        abort(400, message="The body is not valid JSON.")
+
+
+def error_response(code, message, headers=None):
+    body = {"code": code, "status": HTTP_STATUS_CODES[code], "message": message}
+    return jsonify(body), code, headers or {}
+
+
+def handle_database_error(error):
+    if isinstance(error, psycopg2.errors.UniqueViolation):
+        constraint = error.diag.constraint_name
+        return error_response(409, CONFLICT_MESSAGES.get(constraint, "This record already exists."))
+    if isinstance(error, psycopg2.errors.ForeignKeyViolation):
+        return error_response(409, "The record refers to, or is referred to by, another record.")
+    if isinstance(error, psycopg2.DataError):
+        return error_response(422, "A value is out of range or malformed.")
+    if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        log.error("database unavailable: %s", error)
+        return error_response(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})
+    log.exception("database error")
+    return error_response(500, "Internal server error.")
+
+
+def handle_pool_timeout(error):
+    log.error("no database connection free in time")
+    return error_response(503, "The service is busy; try again shortly.", {"Retry-After": "1"})
+
+
+def init_app(app):
+    app.register_error_handler(psycopg2.Error, handle_database_error)
+    app.register_error_handler(PoolTimeout, handle_pool_timeout)

@@ -1,0 +1,20 @@
+"""gunicorn settings, from the environment through settings.py."""
+
+import settings
+
+_web = settings.web_settings()
+
+bind = _web["bind"]
+workers = _web["workers"]
+# Threads let one worker overlap waits on PostgreSQL and Redis; the pool has
+# one connection per thread (settings.DB_POOL_SIZE).
+worker_class = "gthread"
+threads = _web["threads"]
+keepalive = _web["keepalive"]
+timeout = _web["timeout"]
+graceful_timeout = 20
+# The app logs one JSON line per request itself; gunicorn's access log would repeat it.
+accesslog = None
+errorlog = "-"
+# Workers import the app after fork, so no connection is ever shared between processes.
+preload_app = False

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, skipping what is already there:
+# PostgreSQL, Redis, nginx (and wrk, docker-compose for the tests) from the OS
+# packages, and a virtualenv in .venv from requirements-dev.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || packages+=(postgresql)
+command -v redis-server >/dev/null || packages+=(redis-server)
+command -v nginx >/dev/null || packages+=(nginx)
+command -v curl >/dev/null || packages+=(curl)
+if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
+    command -v docker-compose >/dev/null || packages+=(docker-compose)
+fi
+
+if [ ${#packages[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing OS packages: ${packages[*]}"
+    $sudo apt-get update -qq
+    # policy-rc.d 101: the packages must not start their system-wide services;
+    # the stack runs its own servers in its own directory.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        echo 'exit 101' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    [ "$made_policy" = 0 ] || $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
+    echo "installing Python packages into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    touch "$stamp"
+fi

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# The local stack without Docker: PostgreSQL, Redis, gunicorn and nginx, each
+# started in the background from one directory of its own (STACK_DIR).
+#
+#   scripts/stack.sh up       start what is not running; returns once the API answers
+#   scripts/stack.sh down     stop everything, keep the data
+#   scripts/stack.sh reset    stop everything and delete the data
+#   scripts/stack.sh status   what is running
+#
+# Only nginx listens on TCP (LISTEN_HOST:PORT); the others use unix sockets
+# inside STACK_DIR, so several stacks never collide on a port.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STACK_DIR=${STACK_DIR:-$ROOT/.stack}
+PORT=${PORT:-80}
+LISTEN_HOST=${LISTEN_HOST:-127.0.0.1}
+VENV=${VENV:-$ROOT/.venv}
+
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+REDIS_SOCK=$STACK_DIR/redis/redis.sock
+APP_SOCK=$STACK_DIR/app/app.sock
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# PostgreSQL refuses to run as root: as root, its files belong to "postgres".
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# Where PostgreSQL keeps its data: inside STACK_DIR when the postgres user can
+# reach it, else (a checkout under /root, say) in a directory named after it.
+pg_dir() {
+    if [ -f "$STACK_DIR/pg-dir" ]; then cat "$STACK_DIR/pg-dir"; return; fi
+    local dir=$STACK_DIR/pg
+    if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$STACK_DIR"; then
+        dir=/var/tmp/api-stack-$(printf '%s' "$STACK_DIR" | md5sum | cut -c1-12)
+    fi
+    printf '%s' "$dir" >"$STACK_DIR/pg-dir"
+    printf '%s' "$dir"
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    local seconds=$1 what=$2
+    shift 2
+    for _ in $(seq $((seconds * 10))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    die "$what did not start in ${seconds}s"
+}
+
+write_env() {
+    local env=$STACK_DIR/stack.env
+    [ -f "$env" ] && return
+    local pg_sock_dir
+    pg_sock_dir=$(pg_dir)/run
+    umask 077
+    # Sourced by the shell: values are single-quoted.
+    cat >"$env" <<ENV
+APP_ENV='development'
+SECRET_KEY='$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')'
+DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'
+REDIS_URL='unix://$REDIS_SOCK?db=0'
+WEB_BIND='unix:$APP_SOCK'
+ENV
+    umask 022
+}
+
+start_postgres() {
+    [ -n "$PG_BIN" ] || die "PostgreSQL is not installed (run scripts/install-deps.sh)"
+    local dir
+    dir=$(pg_dir)
+    mkdir -p "$dir"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        log "postgres: creating a cluster in $dir/data"
+        as_pg mkdir -p "$dir/run"
+        as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+    fi
+    if as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        log "postgres: already running"
+    else
+        # No TCP; the socket (mode 0700) admits only the stack's owner.
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+            -o "-c listen_addresses='' -c unix_socket_directories='$dir/run' -c unix_socket_permissions=0700" \
+            start >/dev/null
+        log "postgres: started"
+    fi
+    local psql=("$PG_BIN/psql" -h "$dir/run" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    if [ -z "$(as_pg "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'app'")" ]; then
+        as_pg "${psql[@]}" -c "CREATE ROLE app LOGIN CREATEDB"
+    fi
+    if [ -z "$(as_pg "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'app'")" ]; then
+        as_pg "${psql[@]}" -c "CREATE DATABASE app OWNER app"
+    fi
+}
+
+start_redis() {
+    mkdir -p "$STACK_DIR/redis"
+    if alive "$STACK_DIR/redis/redis.pid"; then log "redis: already running"; return; fi
+    # A cache only: no persistence, bounded memory, least-recently-used eviction.
+    redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 \
+        --dir "$STACK_DIR/redis" --save "" --appendonly no \
+        --maxmemory 256mb --maxmemory-policy allkeys-lru \
+        --daemonize yes --pidfile "$STACK_DIR/redis/redis.pid" \
+        --logfile "$STACK_DIR/redis/redis.log"
+    wait_for 10 redis redis-cli -s "$REDIS_SOCK" ping
+    log "redis: started"
+}
+
+with_env() {
+    (set -a && . "$STACK_DIR/stack.env" && set +a && cd "$ROOT" && exec "$@")
+}
+
+start_app() {
+    mkdir -p "$STACK_DIR/app"
+    with_env "$VENV/bin/flask" --app app init-db >/dev/null
+    if alive "$STACK_DIR/app/gunicorn.pid"; then log "gunicorn: already running"; return; fi
+    rm -f "$APP_SOCK"
+    with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" app:app \
+        >>"$STACK_DIR/app/app.log" 2>&1 </dev/null &
+    wait_for 30 gunicorn curl -fsS --unix-socket "$APP_SOCK" http://stack/health
+    log "gunicorn: started"
+}
+
+start_nginx() {
+    local dir=$STACK_DIR/nginx
+    mkdir -p "$dir/tmp" "$dir/cache"
+    sed -e "s|@STATE@|$dir|g" -e "s|@ROOT@|$ROOT|g" -e "s|@APP_SOCKET@|$APP_SOCK|g" \
+        -e "s|@LISTEN@|$LISTEN_HOST:$PORT|g" -e "s|@USER@|$(id -un)|g" \
+        "$ROOT/nginx/local.conf.template" >"$dir/nginx.conf"
+    if alive "$dir/nginx.pid"; then
+        nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -s reload
+        log "nginx: already running (configuration reloaded)"
+        return
+    fi
+    nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -t
+    nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+        die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"
+    wait_for 10 nginx curl -fsS "http://$LISTEN_HOST:$PORT/health"
+    log "nginx: started on $LISTEN_HOST:$PORT"
+}
+
+stop_pidfile() {  # stop_pidfile NAME PIDFILE: SIGTERM, then wait for the process to go
+    local name=$1 pidfile=$2
+    if alive "$pidfile"; then
+        local pid
+        pid=$(cat "$pidfile")
+        kill "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        log "$name: stopped"
+    fi
+    rm -f "$pidfile"
+}
+
+up() {
+    mkdir -p "$STACK_DIR"
+    # The postgres user must be able to reach its sockets and files.
+    chmod 755 "$STACK_DIR"
+    write_env
+    start_postgres
+    start_redis
+    start_app
+    start_nginx
+    local pg
+    pg=$(pg_dir)
+    cat >&2 <<INFO
+
+The API answers on http://$LISTEN_HOST:$PORT  (docs: http://$LISTEN_HOST:$PORT/docs)
+  state and logs   $STACK_DIR  (app/app.log, nginx/access.log, redis/redis.log)
+  database         psql -h $pg/run -U app app    (data in $pg/data)
+  stop             make down     (reset the data: make reset)
+INFO
+}
+
+down() {
+    [ -d "$STACK_DIR" ] || return 0
+    stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
+    stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
+    stop_pidfile redis "$STACK_DIR/redis/redis.pid"
+    local dir
+    dir=$(pg_dir)
+    if [ -f "$dir/data/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+        log "postgres: stopped"
+    fi
+}
+
+reset() {
+    down
+    [ -d "$STACK_DIR" ] || return 0
+    rm -rf "$(pg_dir)" "$STACK_DIR"
+    log "data deleted: the next 'make up' starts from the seed rows"
+}
+
+status() {
+    local dir
+    for pair in "nginx:nginx/nginx.pid" "gunicorn:app/gunicorn.pid" "redis:redis/redis.pid"; do
+        if alive "$STACK_DIR/${pair#*:}"; then echo "${pair%%:*}: running"; else echo "${pair%%:*}: stopped"; fi
+    done
+    dir=$( [ -d "$STACK_DIR" ] && pg_dir )
+    if [ -n "$dir" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        echo "postgres: running"
+    else
+        echo "postgres: stopped"
+    fi
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    reset) reset ;;
+    status) status ;;
+    *) echo "usage: $0 up|down|reset|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,58 @@
+"""Every setting the service reads from its environment: name, default and type.
+
+Nothing else in the project reads ``os.environ``. ``.env.example`` documents
+each variable; gunicorn.conf.py reads its own knobs through this module too.
+"""
+
+import os
+
+# The value shipped in .env.example. A production app refuses to start with it.
+EXAMPLE_SECRET_KEY = "change-me-in-production"
+
+
+def _str(name, default):
+    return os.environ.get(name, default)
+
+
+def _int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def _float(name, default):
+    return float(os.environ.get(name, default))
+
+
+def web_settings():
+    """gunicorn's knobs (read by gunicorn.conf.py before the app exists)."""
+    return {
+        "bind": _str("WEB_BIND", "127.0.0.1:8000"),
+        "workers": _int("WEB_WORKERS", 2),
+        "threads": _int("WEB_THREADS", 4),
+        # Longer than nginx's upstream keepalive_timeout (60 s) so that nginx,
+        # not gunicorn, closes idle connections: no request races a close.
+        "keepalive": _int("WEB_KEEPALIVE", 75),
+        "timeout": _int("WEB_TIMEOUT", 30),
+    }
+
+
+def app_settings():
+    """The Flask config keys the application reads, from the environment."""
+    return {
+        "APP_ENV": _str("APP_ENV", "production"),
+        # No usable default: production refuses to start without a real one.
+        "SECRET_KEY": _str("SECRET_KEY", ""),
+        "LOG_LEVEL": _str("LOG_LEVEL", "INFO"),
+        # libpq connection string or URI; a unix-socket host works too.
+        "DATABASE_URL": _str("DATABASE_URL", "postgresql://app@localhost:5432/app"),
+        # One connection per gunicorn thread: a thread never waits for another.
+        "DB_POOL_SIZE": _int("DB_POOL_SIZE", web_settings()["threads"]),
+        "DB_CONNECT_TIMEOUT": _int("DB_CONNECT_TIMEOUT", 2),
+        "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 5000),
+        "REDIS_URL": _str("REDIS_URL", "redis://localhost:6379/0"),
+        "CACHE_TTL": _int("CACHE_TTL", 60),
+        # Redis answers in well under a millisecond; past this it counts as down.
+        "CACHE_TIMEOUT": _float("CACHE_TIMEOUT", 0.25),
+        # After a Redis error, reads skip the cache this long instead of paying
+        # the timeout on every request.
+        "CACHE_RETRY_AFTER": _float("CACHE_RETRY_AFTER", 1.0),
+    }

@@ -1,0 +1,139 @@
+"""Fixtures on real services: the PostgreSQL, Redis and nginx of a running stack.
+
+scripts/test.sh starts a throwaway stack and exports its settings:
+  DATABASE_URL, REDIS_URL  the stack's servers. In-process tests use a database
+                           of their own (<name>_test) and Redis db 1, so the
+                           stack's own data and cache are never touched.
+  BASE_URL                 the stack's nginx, for the tests of the L1 level.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from urllib.parse import parse_qsl, urlencode
+
+import psycopg2
+import pytest
+import redis
+from psycopg2.extensions import make_dsn, parse_dsn
+
+os.environ.setdefault("APP_ENV", "test")
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
+
+import db  # noqa: E402  (after the environment above: app.py builds an app on import)
+from app import create_app  # noqa: E402
+
+
+def _stack_setting(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.exit(f"{name} is not set: run the tests with 'make test'", returncode=2)
+    return value
+
+
+def _with_redis_db(url, number):
+    base, _, query = url.partition("?")
+    params = dict(parse_qsl(query))
+    params["db"] = str(number)
+    return f"{base}?{urlencode(params)}"
+
+
+@pytest.fixture(scope="session")
+def test_database_url():
+    """A fresh database beside the stack's, created once per test run."""
+    stack_dsn = parse_dsn(_stack_setting("DATABASE_URL"))
+    name = f"{stack_dsn.get('dbname', 'app')}_test"
+    admin = psycopg2.connect(make_dsn(**stack_dsn))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return make_dsn(**{**stack_dsn, "dbname": name})
+
+
+@pytest.fixture(scope="session")
+def test_redis_url():
+    return _with_redis_db(_stack_setting("REDIS_URL"), 1)
+
+
+@pytest.fixture(scope="session")
+def make_app(test_database_url, test_redis_url):
+    """Builds an app on the test database and Redis db; overrides win."""
+
+    def make(**overrides):
+        config = {
+            "DATABASE_URL": test_database_url,
+            "REDIS_URL": test_redis_url,
+            "CACHE_RETRY_AFTER": 0.2,
+        }
+        config.update(overrides)
+        return create_app(config)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app(make_app):
+    app = make_app()
+    with app.app_context():
+        db.init_db()
+    return app
+
+
+@pytest.fixture(autouse=True)
+def clean_state(app, test_redis_url):
+    """Every test starts from the seed rows and an empty cache."""
+    with app.app_context():
+        with db.transaction() as cur:
+            cur.execute("TRUNCATE users RESTART IDENTITY")
+        db.init_db()
+    redis.Redis.from_url(test_redis_url).flushdb()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis server of this test's own, which the test may stop and start."""
+    directory = tempfile.mkdtemp(prefix="redis-")
+    socket_path = os.path.join(directory, "redis.sock")
+    server = RedisServer(socket_path)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self, socket_path):
+        self.socket_path = socket_path
+        self.url = f"unix://{socket_path}"
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.socket_path,
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -1,0 +1,171 @@
+"""L2: cache-aside in Redis, invalidated after every write, and never a reason to fail."""
+
+import socket
+import threading
+import time
+
+import redis
+
+from blueprints import users
+
+
+def l2(response):
+    return response.headers["X-Cache-L2"]
+
+
+def test_item_is_cached_and_invalidated_by_update_and_delete(client):
+    assert l2(client.get("/users/2")) == "MISS"
+    assert l2(client.get("/users/2")) == "HIT"
+
+    client.put("/users/2", json={"name": "Robert"})
+    after_update = client.get("/users/2")
+    assert (l2(after_update), after_update.get_json()["name"]) == ("MISS", "Robert")
+    assert l2(client.get("/users/2")) == "HIT"
+
+    client.delete("/users/2")
+    assert client.get("/users/2").status_code == 404
+
+
+def test_lists_are_cached_per_query_and_retired_by_every_write(client):
+    assert l2(client.get("/users")) == "MISS"
+    assert l2(client.get("/users")) == "HIT"
+    assert l2(client.get("/users?page_size=2")) == "MISS"
+
+    created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"}).get_json()
+    listed = client.get("/users")
+    assert l2(listed) == "MISS"
+    assert "Dana" in [u["name"] for u in listed.get_json()]
+
+    client.put(f"/users/{created['id']}", json={"name": "Dana B."})
+    assert "Dana B." in [u["name"] for u in client.get("/users").get_json()]
+
+    client.delete(f"/users/{created['id']}")
+    assert created["id"] not in [u["id"] for u in client.get("/users").get_json()]
+    assert l2(client.get("/users?page_size=2")) == "MISS"
+
+
+def test_a_missing_user_is_not_cached(client):
+    assert client.get("/users/4").status_code == 404
+    client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    assert client.get("/users/4").get_json()["name"] == "Dana"
+
+
+def test_cache_entries_expire_after_the_ttl(make_app):
+    client = make_app(CACHE_TTL=1).test_client()
+    assert l2(client.get("/users/1")) == "MISS"
+    assert l2(client.get("/users/1")) == "HIT"
+    time.sleep(1.2)
+    assert l2(client.get("/users/1")) == "MISS"
+
+
+def test_a_reader_that_loaded_before_a_write_does_not_store_the_old_row(app, client, monkeypatch):
+    """The refill race, forced: the read loads Alice, the write commits, then the read stores."""
+    loaded, release = threading.Event(), threading.Event()
+    real_load = users._load_user
+
+    def load_then_wait(user_id):
+        body = real_load(user_id)
+        loaded.set()
+        assert release.wait(10)
+        return body
+
+    monkeypatch.setattr(users, "_load_user", load_then_wait)
+    answers = []
+    reader = threading.Thread(target=lambda: answers.append(app.test_client().get("/users/1")))
+    reader.start()
+    assert loaded.wait(10)
+    monkeypatch.setattr(users, "_load_user", real_load)
+
+    assert client.put("/users/1", json={"name": "Alicia"}).status_code == 200
+    release.set()
+    reader.join(10)
+
+    assert answers[0].get_json()["name"] == "Alice"  # it answered with what it read...
+    fresh = client.get("/users/1")  # ...but did not leave it in the cache
+    assert fresh.get_json()["name"] == "Alicia"
+    assert client.get("/users/1").get_json()["name"] == "Alicia"
+
+
+def test_a_list_loaded_before_a_write_is_not_served_after_it(app, client, monkeypatch):
+    loaded, release = threading.Event(), threading.Event()
+    real_load = users._load_page
+
+    def load_then_wait(page, page_size):
+        packed = real_load(page, page_size)
+        loaded.set()
+        assert release.wait(10)
+        return packed
+
+    monkeypatch.setattr(users, "_load_page", load_then_wait)
+    reader = threading.Thread(target=lambda: app.test_client().get("/users"))
+    reader.start()
+    assert loaded.wait(10)
+    monkeypatch.setattr(users, "_load_page", real_load)
+
+    client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    release.set()
+    reader.join(10)
+    assert "Dana" in [u["name"] for u in client.get("/users").get_json()]
+
+
+def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server):
+    client = make_app(REDIS_URL=redis_server.url).test_client()
+    assert l2(client.get("/users/1")) == "MISS"
+    assert l2(client.get("/users/1")) == "HIT"
+
+    redis_server.stop()
+    read = client.get("/users/1")
+    assert (read.status_code, l2(read)) == (200, "DOWN")
+    assert client.get("/users").status_code == 200
+    created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    assert created.status_code == 201
+    user_id = created.get_json()["id"]
+    assert client.put(f"/users/{user_id}", json={"name": "Dana B."}).status_code == 200
+    assert client.get(f"/users/{user_id}").get_json()["name"] == "Dana B."
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["cache"] == "down"
+
+    redis_server.start()
+    time.sleep(0.3)  # CACHE_RETRY_AFTER in the tests
+    assert l2(client.get("/users/1")) == "MISS"
+    assert l2(client.get("/users/1")) == "HIT"
+    assert client.get("/health").get_json()["cache"] == "ok"
+
+
+def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
+    """A listener that accepts and stays silent: requests still answer, quickly."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    try:
+        client = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0", CACHE_TIMEOUT=0.2).test_client()
+        started = time.monotonic()
+        first = client.get("/users/1")
+        assert (first.status_code, l2(first)) == (200, "DOWN")
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        for _ in range(5):  # within CACHE_RETRY_AFTER reads skip Redis entirely
+            assert client.get("/users/1").status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        silent.close()
+
+
+def test_writes_invalidate_with_no_key_scans(client, test_redis_url):
+    """Invalidation touches known keys only: no KEYS or SCAN on a request path."""
+
+    def calls():
+        stats = redis.Redis.from_url(test_redis_url).info("commandstats")
+        count = {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("keys", "scan", "incr", "incrby")}
+        count["incr"] += count.pop("incrby")  # Redis reports some INCRs as INCRBY
+        return count
+
+    before = calls()
+    client.get("/users")
+    client.get("/users/1")
+    client.put("/users/1", json={"name": "Alicia"})
+    client.delete("/users/2")
+    after = calls()
+    assert after["incr"] == before["incr"] + 2
+    assert (after["keys"], after["scan"]) == (before["keys"], before["scan"])

@@ -1,0 +1,159 @@
+"""L1: the stack's nginx in front of gunicorn, reached over HTTP at BASE_URL."""
+
+import http.client
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    url = os.environ.get("BASE_URL")
+    if not url:
+        pytest.exit("BASE_URL is not set: run the tests with 'make test'", returncode=2)
+    return url
+
+
+class Reply:
+    def __init__(self, response):
+        self.status = response.status
+        self.headers = response.headers
+        self.body = response.read()
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def l1(self):
+        return self.headers["X-Cache-Status"]
+
+
+@pytest.fixture
+def send(base_url):
+    parts = urlsplit(base_url)
+
+    def request(method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+        headers = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            return Reply(conn.getresponse())
+        finally:
+            conn.close()
+
+    return request
+
+
+@pytest.fixture
+def new_user(send):
+    """A user of this test's own, so runs never depend on each other."""
+    tag = uuid.uuid4().hex[:10]
+    reply = send("POST", "/users", {"name": f"L1 {tag}", "email": f"l1-{tag}@example.com"})
+    assert reply.status == 201
+    return reply.json()["id"]
+
+
+def test_every_response_says_what_l1_did(send, new_user):
+    assert send("GET", f"/users/{new_user}").l1 in {"MISS", "HIT", "EXPIRED", "UPDATING"}
+    assert send("POST", "/users", {"name": "x"}).l1 == "NONE"
+    assert send("GET", "/users/0").l1 == "MISS"
+    assert send("POST", "/users", b"x", {"Content-Type": "text/plain"}).l1 == "NONE"
+
+
+def test_get_is_cached_and_head_shares_the_entry(send, new_user):
+    path = f"/users/{new_user}"
+    first, second = send("HEAD", path), send("HEAD", path)
+    assert (first.status, first.l1, first.body) == (200, "MISS", b"")
+    assert second.l1 == "HIT"
+    got = send("GET", path)
+    assert (got.l1, got.json()["id"]) == ("HIT", new_user)
+
+
+def test_entries_live_five_seconds_then_refresh(send, new_user):
+    path = f"/users/{new_user}"
+    send("GET", path)
+    assert send("GET", path).l1 == "HIT"
+    assert send("PUT", path, {"name": "After Expiry"}).status == 200
+    time.sleep(5.5)
+    # The first request after expiry refreshes the entry (in the background:
+    # it may itself get the old copy, marked STALE); the next sees the change.
+    assert send("GET", path).l1 in {"EXPIRED", "STALE"}
+    time.sleep(0.3)
+    refreshed = send("GET", path)
+    assert (refreshed.l1, refreshed.json()["name"]) == ("HIT", "After Expiry")
+
+
+def test_a_404_is_never_stored(send):
+    path = f"/users/{10**15 + int(time.time())}"
+    for _ in range(3):
+        reply = send("GET", path)
+        assert (reply.status, reply.l1) == (404, "MISS")
+
+
+def test_authorized_requests_neither_read_nor_fill_the_cache(send, new_user):
+    path = f"/users/{new_user}"
+    auth = {"Authorization": "Bearer anything"}
+    assert send("GET", path, headers=auth).l1 == "BYPASS"
+    assert send("GET", path, headers=auth).l1 == "BYPASS"
+    assert send("GET", path).l1 == "MISS"  # the authorized answers were not stored
+    assert send("GET", path).l1 == "HIT"
+    assert send("GET", path, headers=auth).l1 == "BYPASS"  # nor served from the entry
+
+
+def test_no_cache_bypasses_and_refreshes_the_entry(send, new_user):
+    path = f"/users/{new_user}"
+    old_name = send("GET", path).json()["name"]
+    assert send("PUT", path, {"name": "Renamed"}).status == 200
+
+    stale = send("GET", path)
+    assert (stale.l1, stale.json()["name"]) == ("HIT", old_name)  # L1 may lag up to 5 s
+
+    fresh = send("GET", path, headers={"Cache-Control": "no-cache"})
+    assert (fresh.l1, fresh.json()["name"]) == ("BYPASS", "Renamed")
+    after = send("GET", path)
+    assert (after.l1, after.json()["name"]) == ("HIT", "Renamed")  # the bypass refreshed it
+
+
+def test_request_ids_are_kept_or_made(send):
+    mine = send("GET", "/health", headers={"X-Request-ID": "trace-123"})
+    assert mine.headers["X-Request-ID"] == "trace-123"
+    made = send("GET", "/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
+
+
+def test_health_is_never_answered_from_the_cache(send):
+    assert {send("GET", "/health").l1 for _ in range(3)} == {"MISS"}
+
+
+def test_nginx_errors_are_json_too(send):
+    reply = send("POST", "/users", b"x" * (2 * 1024 * 1024), {"Content-Type": "application/json"})
+    assert reply.status == 413
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["code"] == 413
+
+
+def test_errors_through_nginx_keep_the_api_shape(send):
+    reply = send("GET", "/users/abc")
+    assert (reply.status, reply.headers["Content-Type"]) == (404, "application/json")
+    assert reply.json()["code"] == 404
+
+
+def test_gunicorn_keeps_idle_connections_longer_than_nginx():
+    """nginx must be the side that closes an idle upstream connection."""
+    for conf in ("docker.conf", "local.conf.template"):
+        text = (ROOT / "nginx" / conf).read_text()
+        nginx_idle = int(re.search(r"keepalive_timeout\s+(\d+)s;", text).group(1))
+        assert settings.web_settings()["keepalive"] > nginx_idle

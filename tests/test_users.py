@@ -1,0 +1,200 @@
+"""The users API, row by row of its contract, on real PostgreSQL and Redis."""
+
+import json
+
+import pytest
+
+
+def user_count(client):
+    return json.loads(client.get("/users").headers["X-Pagination"])["total"]
+
+
+def assert_error(response, code):
+    assert response.status_code == code
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["code"] == code
+    assert isinstance(body["status"], str)
+    text = response.get_data(as_text=True)
+    for leak in ("Traceback", "SELECT", "INSERT", "psycopg2", "<html"):
+        assert leak not in text
+
+
+def test_list_has_the_seed_users_in_id_order(client):
+    response = client.get("/users")
+    assert response.status_code == 200
+    users = response.get_json()
+    assert [u["name"] for u in users] == ["Alice", "Bob", "Charlie"]
+    assert [u["email"] for u in users] == ["alice@example.com", "bob@example.com", "charlie@example.com"]
+    assert set(users[0]) == {"id", "name", "email", "created_at"}
+    assert json.loads(response.headers["X-Pagination"]) == {
+        "total": 3, "total_pages": 1, "page": 1, "page_size": 100,
+    }
+
+
+def test_list_pages(client):
+    response = client.get("/users?page=2&page_size=2")
+    assert [u["name"] for u in response.get_json()] == ["Charlie"]
+    assert json.loads(response.headers["X-Pagination"])["total_pages"] == 2
+    assert client.get("/users?page=9").get_json() == []
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page_size=0", "page_size=1001"])
+def test_list_rejects_bad_arguments(client, query):
+    assert_error(client.get(f"/users?{query}"), 422)
+
+
+def test_create_read_list_update_delete(client):
+    created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    assert created.status_code == 201
+    user_id = created.get_json()["id"]
+    assert created.get_data(as_text=True) == f'{{"id":{user_id},"message":"Created"}}\n'
+    assert created.headers["Location"] == f"/users/{user_id}"
+
+    user = client.get(f"/users/{user_id}").get_json()
+    assert user["name"] == "Dana" and user["email"] == "dana@example.com"
+    assert user["created_at"].endswith("+00:00")
+    assert user_id in [u["id"] for u in client.get("/users").get_json()]
+
+    updated = client.put(f"/users/{user_id}", json={"name": "Dana B."})
+    assert updated.status_code == 200 and updated.get_json() == {"message": "Updated"}
+    assert client.get(f"/users/{user_id}").get_json()["name"] == "Dana B."
+    client.put(f"/users/{user_id}", json={"email": "dana.b@example.com"})
+    after = client.get(f"/users/{user_id}").get_json()
+    assert (after["name"], after["email"]) == ("Dana B.", "dana.b@example.com")
+
+    deleted = client.delete(f"/users/{user_id}")
+    assert deleted.status_code == 200 and deleted.get_json() == {"message": "Deleted"}
+    assert_error(client.get(f"/users/{user_id}"), 404)
+    assert user_id not in [u["id"] for u in client.get("/users").get_json()]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "no-name@example.com"},
+        {"name": "No Email"},
+        {"name": "", "email": "empty@example.com"},
+        {"name": "   ", "email": "blank@example.com"},
+        {"name": "x" * 101, "email": "long@example.com"},
+        {"name": "Bad", "email": "not-an-email"},
+        {"name": "Long", "email": "a" * 95 + "@example.com"},
+        {"name": None, "email": "null@example.com"},
+        {"name": "Bell\x07", "email": "bell@example.com"},
+        {"name": "Extra", "email": "extra@example.com", "role": "admin"},
+        ["not", "an", "object"],
+    ],
+)
+def test_create_rejects_invalid_users_and_stores_nothing(client, body):
+    before = user_count(client)
+    assert_error(client.post("/users", json=body), 422)
+    assert user_count(client) == before
+
+
+def test_create_accepts_the_longest_valid_values(client):
+    response = client.post("/users", json={"name": "n" * 100, "email": "e" * 88 + "@example.com"})
+    assert response.status_code == 201
+
+
+def test_create_rejects_a_duplicate_email_whatever_its_case(client):
+    assert_error(client.post("/users", json={"name": "A2", "email": "alice@example.com"}), 409)
+    response = client.post("/users", json={"name": "A3", "email": "ALICE@Example.COM"})
+    assert_error(response, 409)
+    assert "already exists" in response.get_json()["message"]
+    assert user_count(client) == 3
+
+
+def test_create_rejects_malformed_json(client):
+    response = client.post("/users", data='{"name": "x",', content_type="application/json")
+    assert_error(response, 400)
+    assert user_count(client) == 3
+
+
+def test_create_rejects_a_body_that_is_not_json(client):
+    assert_error(client.post("/users", data="name=x&email=x@example.com"), 415)
+    assert_error(client.post("/users", data='{"name":"x"}', content_type="text/plain"), 415)
+
+
+@pytest.mark.parametrize("path", ["/users/999999", "/users/99999999999999999999999", "/users/abc", "/users/-1"])
+def test_get_unknown_user_is_404(client, path):
+    assert_error(client.get(path), 404)
+
+
+@pytest.mark.parametrize("body", [{}, {"nickname": "x"}, {"email": "bad"}, {"name": ""}])
+def test_update_rejects_empty_unknown_or_invalid_bodies(client, body):
+    assert_error(client.put("/users/1", json=body), 422)
+    assert client.get("/users/1").get_json()["name"] == "Alice"
+
+
+def test_update_unknown_user_is_404(client):
+    assert_error(client.put("/users/999999", json={"name": "Ghost"}), 404)
+
+
+def test_update_to_a_taken_email_is_409_and_changes_nothing(client):
+    assert_error(client.put("/users/2", json={"name": "Bobby", "email": "alice@example.com"}), 409)
+    bob = client.get("/users/2").get_json()
+    assert (bob["name"], bob["email"]) == ("Bob", "bob@example.com")
+
+
+def test_delete_unknown_user_is_404(client):
+    assert_error(client.delete("/users/999999"), 404)
+
+
+def test_wrong_method_is_a_json_405(client):
+    assert_error(client.patch("/users/1", json={"name": "x"}), 405)
+
+
+def test_unknown_path_is_a_json_404(client):
+    assert_error(client.get("/nowhere"), 404)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Robert'); DROP TABLE users;--", "' OR '1'='1", "x\"; DELETE FROM users WHERE ''='", "Zoë 李 🙂 %s %(x)s"],
+)
+def test_hostile_strings_are_stored_and_returned_verbatim(client, name):
+    response = client.post("/users", json={"name": name, "email": "hostile@example.com"})
+    assert response.status_code == 201
+    user_id = response.get_json()["id"]
+    assert client.get(f"/users/{user_id}").get_json()["name"] == name
+    assert user_count(client) == 4
+
+
+def test_created_at_is_identical_from_database_and_cache(client):
+    from_db = client.get("/users/1")
+    from_cache = client.get("/users/1")
+    assert (from_db.headers["X-Cache-L2"], from_cache.headers["X-Cache-L2"]) == ("MISS", "HIT")
+    assert from_db.get_data() == from_cache.get_data()
+    assert from_db.get_json()["created_at"] == from_cache.get_json()["created_at"]
+
+
+def test_health_reports_both_dependencies(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "healthy", "database": "ok", "cache": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_health_is_503_when_postgresql_is_unreachable(make_app, tmp_path):
+    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().get("/health")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unhealthy"
+    assert response.get_json()["database"] == "down"
+
+
+def test_writes_get_a_clear_503_when_postgresql_is_unreachable(make_app, tmp_path):
+    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().post("/users", json={"name": "Eve", "email": "eve@example.com"})
+    assert_error(response, 503)
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_docs_and_openapi_are_served(client):
+    spec = client.get("/openapi.json").get_json()
+    assert {"/users", "/users/{user_id}", "/health"} <= set(spec["paths"])
+    assert "409" in spec["paths"]["/users"]["post"]["responses"]
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"swagger-ui" in page.data
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/").get_json()["docs"] == "/docs"
