@@ -1,6 +1,6 @@
 """L2: Redis cache-aside with fail-open. The only module that talks to Redis for caching.
 
-Keys, for a domain ``ns`` (e.g. ``users``):
+Keys, for a domain ``ns`` (e.g. ``users``), each behind the ``FORMAT`` prefix:
 
 ``ns:item:ID``       an item's cached response, ``CACHE_TTL`` seconds
 ``ns:item:ID:ver``   a token replaced by every write of that item
@@ -30,6 +30,10 @@ from flask import current_app
 log = logging.getLogger(__name__)
 
 HIT, MISS, DOWN = "HIT", "MISS", "DOWN"
+
+# Part of every key: bump it when the cached format changes, so a deploy never
+# serves bodies an older release stored.
+FORMAT = "v1"
 
 # Outlives any load that started before a write (statement_timeout is seconds).
 VERSION_TTL = 300
@@ -101,7 +105,7 @@ class Cache:
 
         Missing items are not cached: a create must become visible at once.
         """
-        key = f"{ns}:item:{item_id}"
+        key = f"{FORMAT}:{ns}:item:{item_id}"
         ver_key = f"{key}:ver"
         if not self._reads_enabled():
             return load(), DOWN
@@ -127,10 +131,10 @@ class Cache:
         """(value, L2 status) of one list query; ``load()`` returns str."""
         if not self._reads_enabled():
             return load(), DOWN
-        prefix, suffix = f"{ns}:list:", f":{query}"
+        prefix, suffix = f"{FORMAT}:{ns}:list:", f":{query}"
         try:
             gen, cached = self._ext()["get_list"](
-                keys=[f"{ns}:gen"],
+                keys=[f"{FORMAT}:{ns}:gen"],
                 args=[prefix, suffix, secrets.randbelow(2**62)],
             )
         except redis.RedisError as error:
@@ -153,10 +157,10 @@ class Cache:
         """Call after commit: drop the item's entry and retire every list of ``ns``."""
         pipe = self.client().pipeline(transaction=True)
         if item_id is not None:
-            key = f"{ns}:item:{item_id}"
+            key = f"{FORMAT}:{ns}:item:{item_id}"
             pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
             pipe.delete(key)
-        pipe.incr(f"{ns}:gen")
+        pipe.incr(f"{FORMAT}:{ns}:gen")
         try:
             pipe.execute()
         except redis.RedisError as error:

@@ -119,7 +119,12 @@ with_env() {
 start_app() {
     mkdir -p "$STACK_DIR/app"
     with_env "$VENV/bin/flask" --app app init-db >/dev/null
-    if alive "$STACK_DIR/app/gunicorn.pid"; then log "gunicorn: already running"; return; fi
+    if alive "$STACK_DIR/app/gunicorn.pid"; then
+        # HUP: new workers with the current code, the old ones finish their requests.
+        kill -HUP "$(cat "$STACK_DIR/app/gunicorn.pid")"
+        log "gunicorn: already running (workers reloaded)"
+        return
+    fi
     rm -f "$APP_SOCK"
     with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" app:app \
         >>"$STACK_DIR/app/app.log" 2>&1 </dev/null &
@@ -166,14 +171,15 @@ up() {
     start_redis
     start_app
     start_nginx
-    local pg
+    local pg stop="make down     (reset the data: make reset)"
     pg=$(pg_dir)
+    [ "$STACK_DIR" = "$ROOT/.stack" ] || stop="STACK_DIR=$STACK_DIR scripts/stack.sh down   (or reset)"
     cat >&2 <<INFO
 
 The API answers on http://$LISTEN_HOST:$PORT  (docs: http://$LISTEN_HOST:$PORT/docs)
   state and logs   $STACK_DIR  (app/app.log, nginx/access.log, redis/redis.log)
   database         psql -h $pg/run -U app app    (data in $pg/data)
-  stop             make down     (reset the data: make reset)
+  stop             $stop
 INFO
 }
 

@@ -1,0 +1,21 @@
+# The API image: gunicorn serving app:app as an unprivileged user.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WEB_BIND=0.0.0.0:8000
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt \
+    && groupadd --system --gid 10001 api \
+    && useradd --system --no-create-home --uid 10001 --gid 10001 api
+
+COPY --chown=root:root *.py init.sql ./
+COPY --chown=root:root blueprints/ blueprints/
+
+USER 10001:10001
+EXPOSE 8000
+# Exec form: gunicorn is PID 1 and receives the stop signal itself.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]

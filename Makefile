@@ -1,0 +1,21 @@
+# The verbs of the project. PORT=8080 make up for another port than 80.
+.PHONY: up down reset status test logs
+
+up:  ## install what is missing, start the stack, return once it answers
+	scripts/install-deps.sh
+	scripts/stack.sh up
+
+down:  ## stop the stack, keep the data
+	scripts/stack.sh down
+
+reset:  ## stop the stack and delete its data (the local `docker compose down -v`)
+	scripts/stack.sh reset
+
+status:  ## what is running
+	scripts/stack.sh status
+
+logs:  ## follow the app's and nginx's logs
+	tail -F .stack/app/app.log .stack/nginx/access.log
+
+test:  ## lint, then pytest and test_app.sh against a throwaway stack
+	scripts/test.sh

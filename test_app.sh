@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Smoke test of a running stack through nginx, with curl.
+#   BASE_URL=http://localhost:8080 ./test_app.sh     (default http://localhost)
+# Re-runnable without a reset: every run uses its own name and email.
+# Prints PASS or FAIL per step and stops at the first failure (exit 1).
+set -uo pipefail
+
+BASE_URL=${BASE_URL:-http://localhost}
+RUN=$(date +%s)-$$-$RANDOM
+NAME="Smoke $RUN"
+EMAIL="smoke-$RUN@example.com"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+step=0
+
+pass() { step=$((step + 1)); printf 'PASS %2d  %s\n' "$step" "$1"; }
+fail() {
+    step=$((step + 1))
+    printf 'FAIL %2d  %s\n' "$step" "$1"
+    [ -s "$WORK/body" ] && printf '         last body: %s\n' "$(head -c 300 "$WORK/body")"
+    exit 1
+}
+
+# call METHOD PATH [curl args...]: sets $status; body in $WORK/body, headers in $WORK/headers
+call() {
+    local method=$1 path=$2
+    shift 2
+    local head=(-X "$method")
+    [ "$method" = HEAD ] && head=(-I)
+    status=$(curl -s --max-time 10 "${head[@]}" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "$@" "$BASE_URL$path")
+}
+header() { grep -i "^$1:" "$WORK/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
+body_has() { grep -qF -- "$1" "$WORK/body"; }
+json_post() { call "$1" "$2" -H 'Content-Type: application/json' --data "$3"; }
+
+echo "smoke test against $BASE_URL"
+
+call GET /health
+[ "$status" = 200 ] && body_has '"status":"healthy"' && pass "GET /health is healthy" || fail "GET /health ($status)"
+
+call GET /users
+[ "$status" = 200 ] && body_has '"name":"Alice"' && pass "GET /users lists Alice" || fail "GET /users lists Alice ($status)"
+
+json_post POST /users "{\"name\":\"$NAME\",\"email\":\"$EMAIL\"}"
+id=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' "$WORK/body")
+[ "$status" = 201 ] && [ -n "$id" ] && body_has '"message":"Created"' && pass "POST /users created id $id" || fail "POST /users ($status)"
+
+call GET "/users/$id"
+[ "$status" = 200 ] && body_has "\"email\":\"$EMAIL\"" && pass "GET /users/$id returns the new user" || fail "GET /users/$id ($status)"
+
+json_post PUT "/users/$id" "{\"name\":\"$NAME updated\"}"
+[ "$status" = 200 ] && body_has '"message":"Updated"' && pass "PUT /users/$id" || fail "PUT /users/$id ($status)"
+
+seen=""
+for tenth in $(seq 0 70); do  # plain GETs: L1 may answer the old copy for up to 5 s
+    call GET "/users/$id"
+    if body_has "$NAME updated"; then seen=$tenth; break; fi
+    sleep 0.1
+done
+[ -n "$seen" ] && pass "plain GET sees the update once L1 expires: after $((seen / 10)).$((seen % 10)) s (L1 $(header X-Cache-Status))" ||
+    fail "plain GET sees the update within 7 s"
+
+json_post PUT "/users/$id" "{\"name\":\"$NAME renamed\"}"
+call GET "/users/$id" -H 'Cache-Control: no-cache'
+[ "$status" = 200 ] && body_has "$NAME renamed" && pass "GET with Cache-Control: no-cache sees a second update at once (L1 $(header X-Cache-Status))" ||
+    fail "GET /users/$id with no-cache sees the update"
+
+call HEAD "/users/$id"
+call HEAD "/users/$id"
+[ "$status" = 200 ] && [ "$(header X-Cache-Status)" = HIT ] && pass "HEAD twice: the second is an L1 HIT" ||
+    fail "HEAD twice: second X-Cache-Status is '$(header X-Cache-Status)'"
+
+call GET "/users?page_size=1000" -H 'Cache-Control: no-cache'
+total=$(header X-Pagination | sed -n 's/.*"total":\([0-9]*\).*/\1/p')
+last_page=$(( (total + 999) / 1000 ))
+call GET "/users?page_size=1000&page=$last_page" -H 'Cache-Control: no-cache'
+[ "$status" = 200 ] && body_has "\"email\":\"$EMAIL\"" && pass "the new user appears in the list (page $last_page of $total users)" ||
+    fail "the new user appears in the list ($status)"
+
+json_post POST /users "{\"name\":\"Twin $RUN\",\"email\":\"$EMAIL\"}"
+[ "$status" = 409 ] && body_has '"code":409' && pass "a duplicate email is refused with 409" || fail "duplicate email ($status)"
+
+json_post POST /users '{"name":""}'
+[ "$status" = 422 ] && body_has '"code":422' && pass "an invalid user is refused with 422" || fail "invalid user ($status)"
+
+call DELETE "/users/$id"
+[ "$status" = 200 ] && body_has '"message":"Deleted"' && pass "DELETE /users/$id" || fail "DELETE /users/$id ($status)"
+
+call GET "/users/$id" -H 'Cache-Control: no-cache'
+[ "$status" = 404 ] && body_has '"code":404' && pass "GET /users/$id after delete is 404" || fail "GET after delete ($status)"
+
+echo "$step passed, 0 failed"
