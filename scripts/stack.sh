@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 PORT=${PORT:-80}
 LISTEN_HOST=${LISTEN_HOST:-127.0.0.1}
-VENV=${VENV:-$ROOT/.venv}
+VENV=$ROOT/.venv
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 REDIS_SOCK=$STACK_DIR/redis/redis.sock
