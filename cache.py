@@ -48,7 +48,7 @@ return 0
 """
 
 # KEYS: generation. ARGV: list key prefix, list key suffix, a random start.
-# Returns {generation, value}. A missing generation starts at a random number,
+# Returns {value, generation}. A missing generation starts at a random number,
 # so a generation lost to eviction never revives lists cached under an old one.
 _GET_LIST = """
 local gen = redis.call('GET', KEYS[1])
@@ -56,21 +56,15 @@ if not gen then
   redis.call('SET', KEYS[1], ARGV[3], 'NX')
   gen = redis.call('GET', KEYS[1])
 end
-return {gen, redis.call('GET', ARGV[1] .. gen .. ARGV[2])}
+return {redis.call('GET', ARGV[1] .. gen .. ARGV[2]), gen}
 """
 
 
-class Cache:
-    """Cache-aside over one Redis client; one instance per app (``init_app``)."""
+class _Backend:
+    """One app's Redis client, its scripts, and when reads may try Redis again."""
 
-    def __init__(self, app=None):
-        self._down_until = 0.0
-        if app is not None:
-            self.init_app(app)
-
-    def init_app(self, app):
-        cfg = app.config
-        client = redis.Redis.from_url(
+    def __init__(self, cfg):
+        self.client = redis.Redis.from_url(
             cfg["REDIS_URL"],
             socket_timeout=cfg["CACHE_TIMEOUT"],
             socket_connect_timeout=cfg["CACHE_TIMEOUT"],
@@ -78,27 +72,54 @@ class Cache:
             retry_on_timeout=False,
             health_check_interval=0,
         )
-        app.extensions["cache"] = {
-            "client": client,
-            "store_if_unchanged": client.register_script(_STORE_IF_UNCHANGED),
-            "get_list": client.register_script(_GET_LIST),
-        }
+        self.store_if_unchanged = self.client.register_script(_STORE_IF_UNCHANGED)
+        self.get_list = self.client.register_script(_GET_LIST)
+        self.ttl = cfg["CACHE_TTL"]
+        self.retry_after = cfg["CACHE_RETRY_AFTER"]
+        self.down_until = 0.0
+
+    def reads_enabled(self):
+        return time.monotonic() >= self.down_until
+
+    def failed(self, action, error):
+        if self.reads_enabled():
+            log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
+        self.down_until = time.monotonic() + self.retry_after
+
+
+class Cache:
+    """Cache-aside over each app's Redis (``init_app``); the app is the current one."""
+
+    def init_app(self, app):
+        app.extensions["cache"] = _Backend(app.config)
 
     @staticmethod
-    def _ext():
+    def _backend():
         return current_app.extensions["cache"]
 
     def client(self):
         """The raw Redis client (for health checks)."""
-        return self._ext()["client"]
+        return self._backend().client
 
-    def _reads_enabled(self):
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, action, error):
-        if self._reads_enabled():
-            log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
-        self._down_until = time.monotonic() + current_app.config["CACHE_RETRY_AFTER"]
+    def _cache_aside(self, lookup, load, store):
+        """``lookup(backend)`` gives (cached value or None, token); ``store(backend, token, value)``."""
+        backend = self._backend()
+        if not backend.reads_enabled():
+            return load(), DOWN
+        try:
+            cached, token = lookup(backend)
+        except redis.RedisError as error:
+            backend.failed("read", error)
+            return load(), DOWN
+        if cached is not None:
+            return cached.decode(), HIT
+        value = load()
+        if value is not None:
+            try:
+                store(backend, token, value)
+            except redis.RedisError as error:
+                backend.failed("store", error)
+        return value, MISS
 
     def item(self, ns, item_id, load):
         """(value, L2 status) of one item; ``load()`` returns str, or None for missing.
@@ -107,55 +128,31 @@ class Cache:
         """
         key = f"{FORMAT}:{ns}:item:{item_id}"
         ver_key = f"{key}:ver"
-        if not self._reads_enabled():
-            return load(), DOWN
-        try:
-            cached, version = self.client().mget(key, ver_key)
-        except redis.RedisError as error:
-            self._failed("read", error)
-            return load(), DOWN
-        if cached is not None:
-            return cached.decode(), HIT
-        value = load()
-        if value is not None:
-            try:
-                self._ext()["store_if_unchanged"](
-                    keys=[key, ver_key],
-                    args=[version or b"", value, current_app.config["CACHE_TTL"]],
-                )
-            except redis.RedisError as error:
-                self._failed("store", error)
-        return value, MISS
+        return self._cache_aside(
+            lambda backend: backend.client.mget(key, ver_key),
+            load,
+            lambda backend, version, value: backend.store_if_unchanged(
+                keys=[key, ver_key], args=[version or b"", value, backend.ttl]
+            ),
+        )
 
     def listing(self, ns, query, load):
         """(value, L2 status) of one list query; ``load()`` returns str."""
-        if not self._reads_enabled():
-            return load(), DOWN
         prefix, suffix = f"{FORMAT}:{ns}:list:", f":{query}"
-        try:
-            gen, cached = self._ext()["get_list"](
-                keys=[f"{FORMAT}:{ns}:gen"],
-                args=[prefix, suffix, secrets.randbelow(2**62)],
-            )
-        except redis.RedisError as error:
-            self._failed("read", error)
-            return load(), DOWN
-        if cached is not None:
-            return cached.decode(), HIT
-        value = load()
-        try:
-            self.client().set(
-                f"{prefix}{gen.decode()}{suffix}",
-                value,
-                ex=current_app.config["CACHE_TTL"],
-            )
-        except redis.RedisError as error:
-            self._failed("store", error)
-        return value, MISS
+        return self._cache_aside(
+            lambda backend: backend.get_list(
+                keys=[f"{FORMAT}:{ns}:gen"], args=[prefix, suffix, secrets.randbelow(2**62)]
+            ),
+            load,
+            lambda backend, gen, value: backend.client.set(
+                f"{prefix}{gen.decode()}{suffix}", value, ex=backend.ttl
+            ),
+        )
 
     def invalidate(self, ns, item_id=None):
         """Call after commit: drop the item's entry and retire every list of ``ns``."""
-        pipe = self.client().pipeline(transaction=True)
+        backend = self._backend()
+        pipe = backend.client.pipeline(transaction=True)
         if item_id is not None:
             key = f"{FORMAT}:{ns}:item:{item_id}"
             pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
@@ -165,7 +162,7 @@ class Cache:
             pipe.execute()
         except redis.RedisError as error:
             log.error("redis invalidation of %s:%s failed: %s", ns, item_id, error)
-            self._failed("invalidate", error)
+            backend.failed("invalidate", error)
 
 
 cache = Cache()

@@ -169,3 +169,13 @@ def test_writes_invalidate_with_no_key_scans(client, test_redis_url):
     after = calls()
     assert after["incr"] == before["incr"] + 2
     assert (after["keys"], after["scan"]) == (before["keys"], before["scan"])
+
+
+def test_entries_carry_the_configured_ttl(client, test_redis_url):
+    client.get("/users/1")
+    client.get("/users")
+    r = redis.Redis.from_url(test_redis_url)
+    item_ttl = r.ttl("v1:users:item:1")
+    list_keys = [k for k in r.keys("v1:users:list:*")]
+    assert 55 <= item_ttl <= 60
+    assert list_keys and all(55 <= r.ttl(k) <= 60 for k in list_keys)

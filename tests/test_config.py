@@ -37,3 +37,10 @@ def test_init_sql_can_run_again_without_side_effects(app, client):
     assert [u["name"] for u in client.get("/users").get_json()] == ["Alice", "Bob", "Charlie"]
     created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
     assert created.get_json()["id"] == 4
+
+
+def test_no_connection_is_opened_before_the_first_request(make_app):
+    app = make_app()
+    assert "db_pool" not in app.extensions
+    app.test_client().get("/users/1")
+    assert "db_pool" in app.extensions
