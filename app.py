@@ -10,11 +10,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import db
 import errors
 import request_log
+import security
 import settings
-from blueprints import docs, health, users
+import tasks
+from blueprints import accounts, addresses, docs, health, incidents, orders, users
 from cache import cache
-
-DOMAINS = (users.blp, health.blp)
 
 
 def create_app(test_config=None):
@@ -35,19 +35,23 @@ def create_app(test_config=None):
 
 def _openapi_settings():
     return {
-        "API_TITLE": "Users API",
+        "API_TITLE": "Users, addresses, incidents and orders API",
         "API_VERSION": "1.0",
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "/docs",
         "OPENAPI_SWAGGER_UI_URL": docs.ASSETS_URL,
+        "API_SPEC_OPTIONS": {
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
+        },
     }
 
 
 def _check_secrets(app):
-    if app.config["APP_ENV"] == "production" and app.config["SECRET_KEY"] in ("", settings.EXAMPLE_SECRET_KEY):
-        raise RuntimeError("Set SECRET_KEY to a real secret: production refuses an empty or example one.")
+    secret = app.config["SECRET_KEY"]
+    if app.config["APP_ENV"] == "production" and (secret == settings.EXAMPLE_SECRET_KEY or len(secret) < 32):
+        raise RuntimeError("Set SECRET_KEY to a real secret of 32+ characters: production refuses the example one.")
 
 
 def register_json(app):
@@ -67,13 +71,19 @@ def register_infrastructure(app):
     cache.init_app(app)
     errors.init_app(app)
     request_log.init_app(app)
+    security.init_app(app)
+    tasks.init_app(app)
 
 
 def register_blueprints(app):
     api = Api()
     api.init_app(app)
-    for blueprint in DOMAINS:
-        api.register_blueprint(blueprint)
+    api.register_blueprint(users.blp)
+    api.register_blueprint(addresses.blp, url_prefix=app.config["ENDPOINT_PREFIX"])
+    api.register_blueprint(incidents.blp)
+    api.register_blueprint(accounts.blp)
+    api.register_blueprint(orders.blp)
+    api.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
 
 

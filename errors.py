@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Unique constraints (init.sql) and what a client is told when it breaks one.
 CONFLICT_MESSAGES = {
     "users_email_key": "A user with this email already exists.",
+    "customer_addresses_pkey": "This phone number already has an address.",
 }
 
 

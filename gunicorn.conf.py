@@ -1,8 +1,13 @@
 """gunicorn settings, from the environment through settings.py."""
 
+import sys
+
 import settings
 
 _web = settings.web_settings()
+# The master must not keep the app's own modules: workers import them fresh,
+# so a graceful reload (HUP) runs the current code and settings.
+del sys.modules["settings"]
 
 bind = _web["bind"]
 workers = _web["workers"]
@@ -18,3 +23,5 @@ accesslog = None
 errorlog = "-"
 # Workers import the app after fork, so no connection is ever shared between processes.
 preload_app = False
+# No control socket: one shared path in $HOME would make stacks collide.
+control_socket_disable = True

@@ -48,11 +48,21 @@ def app_settings():
         "DB_POOL_SIZE": _int("DB_POOL_SIZE", web_settings()["threads"]),
         "DB_CONNECT_TIMEOUT": _int("DB_CONNECT_TIMEOUT", 2),
         "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 5000),
+        # Where the phone -> address book lives.
+        "ENDPOINT_PREFIX": _str("ENDPOINT_PREFIX", "/addr_by_phone"),
         "REDIS_URL": _str("REDIS_URL", "redis://localhost:6379/0"),
+        # Rate-limit counters live here; empty means REDIS_URL.
+        "RATE_LIMIT_STORAGE_URL": _str("RATE_LIMIT_STORAGE_URL", ""),
+        # Celery's broker; empty means REDIS_URL.
+        "CELERY_BROKER_URL": _str("CELERY_BROKER_URL", ""),
         "CACHE_TTL": _int("CACHE_TTL", 60),
         # Redis answers in well under a millisecond; past this it counts as down.
         "CACHE_TIMEOUT": _float("CACHE_TIMEOUT", 0.25),
         # After a Redis error, reads skip the cache this long instead of paying
         # the timeout on every request.
         "CACHE_RETRY_AFTER": _float("CACHE_RETRY_AFTER", 1.0),
+        "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
+        # Per client address, in flask-limiter's notation.
+        "RATE_LIMIT_AUTH": _str("RATE_LIMIT_AUTH", "5 per minute"),
+        "RATE_LIMIT_ORDERS": _str("RATE_LIMIT_ORDERS", "10 per minute"),
     }

@@ -1,13 +1,29 @@
 """One blueprint per domain; the shared pieces every domain blueprint uses."""
 
 import flask_smorest
+import marshmallow as ma
 from flask_smorest.error_handler import ErrorSchema
 from werkzeug.http import HTTP_STATUS_CODES
 
 from errors import JSONBodyParser
+from responses import to_json
 
+MAX_BIGINT = 2**63 - 1
 # Route converter for ids stored as PostgreSQL BIGINT: anything larger is a 404.
-BIGINT_ID = "int(max=9223372036854775807)"
+BIGINT_ID = f"int(max={MAX_BIGINT})"
+
+PAGINATION_DOC = {
+    "X-Pagination": {
+        "description": 'JSON: {"total", "total_pages", "page", "page_size"}',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def pagination_header(total, page, page_size):
+    """The X-Pagination header of one page of a list."""
+    pages = -(-total // page_size)
+    return {"X-Pagination": to_json({"total": total, "total_pages": pages, "page": page, "page_size": page_size})}
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -26,3 +42,23 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return decorator
+
+
+def printable(value):
+    """Validator: no control characters (newlines, tabs, NUL, escapes)."""
+    if any(not ch.isprintable() for ch in value):
+        raise ma.ValidationError("Must not contain control characters.")
+
+
+class TrimmedSchema(ma.Schema):
+    """Strips surrounding whitespace from every string field before validation."""
+
+    @ma.pre_load
+    def strip_strings(self, data, **kwargs):
+        if isinstance(data, dict):
+            return {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        return data
+
+
+class MessageSchema(ma.Schema):
+    message = ma.fields.String()

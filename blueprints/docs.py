@@ -1,6 +1,6 @@
 """Docs in a browser: Swagger UI served from the swagger-ui-bundle package, no CDN."""
 
-from flask import Blueprint, jsonify, send_from_directory
+from flask import Blueprint, current_app, jsonify, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
 blp = Blueprint("docs", __name__)
@@ -17,9 +17,10 @@ def swagger_ui_asset(filename):
 def index():
     return jsonify(
         {
-            "name": "Users API",
+            "name": "Users, addresses, incidents and orders API",
             "docs": "/docs",
             "openapi": "/openapi.json",
             "health": "/health",
+            "domains": ["/users", current_app.config["ENDPOINT_PREFIX"], "/incident", "/api/user", "/api/orders"],
         }
     )

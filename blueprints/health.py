@@ -39,6 +39,7 @@ def _cache_ok():
 
 
 @blp.route("/health")
+@blp.route("/api/health")
 class Health(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="The database is unreachable")

@@ -5,7 +5,15 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 import db
-from blueprints import BIGINT_ID, Blueprint
+from blueprints import (
+    BIGINT_ID,
+    PAGINATION_DOC,
+    Blueprint,
+    MessageSchema,
+    TrimmedSchema,
+    pagination_header,
+    printable,
+)
 from cache import cache
 from responses import json_response, pack, to_json, unpack
 
@@ -15,16 +23,11 @@ NS = "users"
 MAX_PAGE_SIZE = 1000
 
 
-def _printable(value):
-    if any(not ch.isprintable() for ch in value):
-        raise ma.ValidationError("Must not contain control characters.")
-
-
-NAME_RULES = [ma.validate.Length(1, 100), _printable]
+NAME_RULES = [ma.validate.Length(1, 100), printable]
 EMAIL_RULES = ma.validate.Length(max=100)
 
 
-class UserSchema(ma.Schema):
+class UserSchema(TrimmedSchema):
     id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String(
         required=True,
@@ -37,12 +40,6 @@ class UserSchema(ma.Schema):
         metadata={"description": "unique, case-insensitively"},
     )
     created_at = ma.fields.DateTime(dump_only=True, metadata={"description": "ISO 8601, UTC"})
-
-    @ma.pre_load
-    def strip(self, data, **kwargs):
-        if isinstance(data, dict):
-            return {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
-        return data
 
 
 class UserUpdateSchema(UserSchema):
@@ -66,17 +63,6 @@ class CreatedSchema(ma.Schema):
     id = ma.fields.Integer()
     message = ma.fields.String()
 
-
-class MessageSchema(ma.Schema):
-    message = ma.fields.String()
-
-
-PAGINATION_HEADER = {
-    "X-Pagination": {
-        "description": 'JSON: {"total", "total_pages", "page", "page_size"}',
-        "schema": {"type": "string"},
-    }
-}
 
 _user = UserSchema()
 _users = UserSchema(many=True)
@@ -106,19 +92,13 @@ def _load_page(page, page_size):
         """,
         (page_size, (page - 1) * page_size),
     )
-    pagination = {
-        "total": total,
-        "total_pages": -(-total // page_size),
-        "page": page,
-        "page_size": page_size,
-    }
-    return pack(to_json(_users.dump(rows)), {"X-Pagination": to_json(pagination)})
+    return pack(to_json(_users.dump(rows)), pagination_header(total, page, page_size))
 
 
 @blp.route("/users")
 class Users(MethodView):
     @blp.arguments(UserQueryArgsSchema, location="query")
-    @blp.response(200, UserSchema(many=True), headers=PAGINATION_HEADER)
+    @blp.response(200, UserSchema(many=True), headers=PAGINATION_DOC)
     def get(self, args):
         """List users, ordered by id"""
         page, page_size = args["page"], args["page_size"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping what is already there:
-# PostgreSQL, Redis, nginx (and wrk, docker-compose for the tests) from the OS
+# PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
+# chromium for the tests) from the OS
 # packages, and a virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ command -v nginx >/dev/null || packages+=(nginx)
 command -v curl >/dev/null || packages+=(curl)
 if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
+    command -v chromium >/dev/null || packages+=(chromium)
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then

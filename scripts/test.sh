@@ -12,6 +12,11 @@ docker-compose --env-file .env.example config -q && echo "docker-compose.yml is 
 echo "== hadolint Dockerfile"
 .venv/bin/hadolint Dockerfile && echo "Dockerfile is clean"
 
+# Every request of the run comes from 127.0.0.1: the production limits (5 and
+# 10 a minute) would throttle the suite itself. The limits are tested with
+# their own settings in tests/test_orders.py.
+export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
+
 STACK_DIR=$(mktemp -d /tmp/api-test.XXXXXX)
 PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export STACK_DIR PORT
@@ -20,7 +25,7 @@ finish() {
     local status=$?
     if [ "$status" -ne 0 ] && [ -d "$STACK_DIR" ]; then
         echo "== the test stack's last log lines ($STACK_DIR)"
-        tail -n 20 "$STACK_DIR/app/app.log" "$STACK_DIR/nginx/error.log" 2>/dev/null || true
+        tail -n 20 "$STACK_DIR/app/app.log" "$STACK_DIR/worker/worker.log" "$STACK_DIR/nginx/error.log" 2>/dev/null || true
     fi
     scripts/stack.sh reset >/dev/null 2>&1 || true
     exit "$status"

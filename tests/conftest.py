@@ -20,7 +20,7 @@ import redis
 from psycopg2.extensions import make_dsn, parse_dsn
 
 os.environ.setdefault("APP_ENV", "test")
-os.environ.setdefault("SECRET_KEY", "test-secret-key")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-of-at-least-32-bytes")
 
 import db  # noqa: E402  (after the environment above: app.py builds an app on import)
 from app import create_app  # noqa: E402
@@ -67,6 +67,11 @@ def make_app(test_database_url, test_redis_url):
         config = {
             "DATABASE_URL": test_database_url,
             "REDIS_URL": test_redis_url,
+            # Every app of the run counts rate limits in one place (flask-limiter
+            # keeps one storage per process), with limits no other test reaches.
+            "RATE_LIMIT_STORAGE_URL": test_redis_url,
+            "RATE_LIMIT_AUTH": "1000 per minute",
+            "RATE_LIMIT_ORDERS": "1000 per minute",
             "CACHE_RETRY_AFTER": 0.2,
         }
         config.update(overrides)
@@ -88,7 +93,7 @@ def clean_state(app, test_redis_url):
     """Every test starts from the seed rows and an empty cache."""
     with app.app_context():
         with db.transaction() as cur:
-            cur.execute("TRUNCATE users RESTART IDENTITY")
+            cur.execute("TRUNCATE users, customer_addresses, incidents, orders RESTART IDENTITY")
         db.init_db()
     redis.Redis.from_url(test_redis_url).flushdb()
 

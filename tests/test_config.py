@@ -24,7 +24,7 @@ def test_every_variable_the_code_reads_is_in_env_example():
     assert read - documented() == set()
 
 
-@pytest.mark.parametrize("secret", ["", "change-me-in-production"])
+@pytest.mark.parametrize("secret", ["", "change-me-in-production", "too-short"])
 def test_production_refuses_a_missing_or_example_secret(secret):
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app({"APP_ENV": "production", "SECRET_KEY": secret})

@@ -157,3 +157,36 @@ def test_gunicorn_keeps_idle_connections_longer_than_nginx():
         text = (ROOT / "nginx" / conf).read_text()
         nginx_idle = int(re.search(r"keepalive_timeout\s+(\d+)s;", text).group(1))
         assert settings.web_settings()["keepalive"] > nginx_idle
+
+
+def test_one_accounts_order_never_reaches_another_through_either_cache(send):
+    """Warm L1 and L2 with A's order, then ask as B and as nobody."""
+
+    def account():
+        email = f"l1-{uuid.uuid4().hex[:10]}@example.com"
+        assert send("POST", "/api/user/register", {"email": email, "password": "long enough"}).status == 201
+        form = f"username={email}&password=long+enough"
+        token = send("POST", "/api/user/token/", form, {"Content-Type": "application/x-www-form-urlencoded"})
+        return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    alice, bob = account(), account()
+    order = send("POST", "/api/orders/", {"items": [{"name": "Secret", "quantity": 1, "price": 1}], "total_price": 1},
+                 alice)
+    assert order.status == 201
+    path = f"/api/orders/{order.json()['id']}/"
+    deadline = time.monotonic() + 20  # the stack's worker processes it, which invalidates L2
+    while send("GET", path, headers=alice).json()["processed_at"] is None:
+        assert time.monotonic() < deadline, "the worker did not process the order"
+        time.sleep(0.2)
+    # Warm L2: a read racing the worker's invalidation is rightly not stored,
+    # so allow a few reads for the entry to settle.
+    reads = [send("GET", path, headers=alice) for _ in range(3)]
+    assert all((r.status, r.l1, r.headers["Cache-Control"]) == (200, "BYPASS", "private, no-store") for r in reads)
+    assert "HIT" in [r.headers["X-Cache-L2"] for r in reads]
+
+    theirs = send("GET", path, headers=bob)
+    assert (theirs.status, theirs.l1) == (404, "BYPASS")
+    assert b"Secret" not in theirs.body
+    nobody = send("GET", path)
+    assert nobody.status == 401 and b"Secret" not in nobody.body
+    assert send("GET", path).l1 == "MISS"  # the 401 was not stored either

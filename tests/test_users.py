@@ -4,20 +4,11 @@ import json
 
 import pytest
 
+from tests.helpers import assert_error
+
 
 def user_count(client):
     return json.loads(client.get("/users").headers["X-Pagination"])["total"]
-
-
-def assert_error(response, code):
-    assert response.status_code == code
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["code"] == code
-    assert isinstance(body["status"], str)
-    text = response.get_data(as_text=True)
-    for leak in ("Traceback", "SELECT", "INSERT", "psycopg2", "<html"):
-        assert leak not in text
 
 
 def test_list_has_the_seed_users_in_id_order(client):

@@ -1,0 +1,171 @@
+"""Incidents, on the paths the original incident service defined; lists cached in L2."""
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import abort
+
+import db
+from blueprints import (
+    BIGINT_ID,
+    MAX_BIGINT,
+    PAGINATION_DOC,
+    Blueprint,
+    TrimmedSchema,
+    pagination_header,
+)
+from cache import cache
+from responses import json_response, pack, to_json, unpack
+
+blp = Blueprint("incidents", __name__, url_prefix="/incident", description="Incident log")
+NS = "incidents"
+
+STATUSES = ("new", "completed", "failed")
+SOURCES = ("operator", "monitoring", "partner")
+PLACEHOLDERS = {"test", "none", "null"}
+
+
+def _meaningful(message):
+    if message.lower() in PLACEHOLDERS:
+        raise ma.ValidationError("Describe the incident: placeholders are not accepted.")
+    if any(not (ch.isprintable() or ch in "\n\t") for ch in message):
+        raise ma.ValidationError("Must not contain control characters other than newlines and tabs.")
+
+
+class IncidentCreateSchema(TrimmedSchema):
+    incident_message = ma.fields.String(
+        required=True,
+        validate=[ma.validate.Length(5, 1000), _meaningful],
+        metadata={"description": "5 to 1000 characters after trimming; not test/none/null"},
+    )
+    incident_type = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
+    source = ma.fields.String(required=True, validate=ma.validate.OneOf(SOURCES))
+
+
+class IncidentSchema(ma.Schema):
+    incident_id = ma.fields.Integer(attribute="id")
+    incident_message = ma.fields.String(attribute="message")
+    incident_type = ma.fields.String(attribute="status")
+    source = ma.fields.String()
+    created_at = ma.fields.DateTime(format="%Y-%m-%d %H:%M:%S", metadata={"description": "UTC"})
+
+
+class IncidentCreatedSchema(ma.Schema):
+    message = ma.fields.String()
+    incident_id = ma.fields.Integer()
+
+
+class IncidentQueryArgsSchema(ma.Schema):
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    limit = ma.fields.Integer(load_default=10, validate=ma.validate.Range(1, 100))
+    status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+    source = ma.fields.String(validate=ma.validate.OneOf(SOURCES))
+
+
+class IncidentStatusArgsSchema(ma.Schema):
+    incident_id = ma.fields.Integer(required=True, validate=ma.validate.Range(1, MAX_BIGINT))
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
+
+
+_incident = IncidentSchema()
+_incidents = IncidentSchema(many=True)
+
+SELECT_INCIDENT = """
+    SELECT id, message, status, source, created_at
+    FROM incidents
+"""
+
+
+def _load_incident(incident_id):
+    row = db.fetch_one(SELECT_INCIDENT + "WHERE id = %s", (incident_id,))
+    return None if row is None else to_json(_incident.dump(row))
+
+
+def _load_page(args):
+    filters = {"status": args.get("status"), "source": args.get("source")}
+    where = """
+        WHERE (%(status)s::text IS NULL OR status = %(status)s)
+          AND (%(source)s::text IS NULL OR source = %(source)s)
+    """
+    total = db.fetch_one("SELECT count(*) AS total FROM incidents" + where, filters)["total"]
+    rows = db.fetch_all(
+        SELECT_INCIDENT
+        + where
+        + """
+        ORDER BY created_at DESC, id DESC
+        LIMIT %(limit)s
+        OFFSET %(offset)s
+        """,
+        {**filters, "limit": args["limit"], "offset": (args["page"] - 1) * args["limit"]},
+    )
+    body = to_json(_incidents.dump(rows))
+    return pack(body, pagination_header(total, args["page"], args["limit"]))
+
+
+@blp.route("/create")
+class IncidentCreate(MethodView):
+    @blp.arguments(IncidentCreateSchema)
+    @blp.response(201, IncidentCreatedSchema)
+    @blp.errors(400, 415)
+    def post(self, incident):
+        """Report an incident"""
+        with db.transaction() as cur:
+            cur.execute(
+                """
+                INSERT INTO incidents (message, status, source)
+                VALUES (%s, %s, %s)
+                RETURNING id
+                """,
+                (incident["incident_message"], incident["incident_type"], incident["source"]),
+            )
+            incident_id = cur.fetchone()["id"]
+        cache.invalidate(NS)
+        return {"message": "Incident created", "incident_id": incident_id}
+
+
+@blp.route("/get")
+class IncidentList(MethodView):
+    @blp.arguments(IncidentQueryArgsSchema, location="query")
+    @blp.response(200, IncidentSchema(many=True), headers=PAGINATION_DOC)
+    def get(self, args):
+        """List incidents, newest first, optionally by status and source"""
+        query = f"{args['page']}:{args['limit']}:{args.get('status', '')}:{args.get('source', '')}"
+        packed, l2 = cache.listing(NS, query, lambda: _load_page(args))
+        body, headers = unpack(packed)
+        return json_response(body, headers=headers, l2=l2)
+
+
+@blp.route(f"/get/<{BIGINT_ID}:incident_id>")
+class IncidentById(MethodView):
+    @blp.response(200, IncidentSchema)
+    @blp.errors(404)
+    def get(self, incident_id):
+        """Get one incident"""
+        body, l2 = cache.item(NS, incident_id, lambda: _load_incident(incident_id))
+        if body is None:
+            abort(404, message=f"Incident {incident_id} not found.")
+        return json_response(body, l2=l2)
+
+
+@blp.route("/update-status")
+class IncidentStatus(MethodView):
+    @blp.arguments(IncidentStatusArgsSchema, location="query")
+    @blp.response(200, IncidentSchema)
+    @blp.errors(404)
+    def patch(self, args):
+        """Change an incident's status"""
+        incident_id = args["incident_id"]
+        with db.transaction() as cur:
+            cur.execute(
+                """
+                UPDATE incidents
+                SET status = %s
+                WHERE id = %s
+                RETURNING id, message, status, source, created_at
+                """,
+                (args["status"], incident_id),
+            )
+            row = cur.fetchone()
+        if row is None:
+            abort(404, message=f"Incident {incident_id} not found.")
+        cache.invalidate(NS, incident_id)
+        return json_response(to_json(_incident.dump(row)))

@@ -1,0 +1,74 @@
+"""Celery wiring: each Flask app gets a Celery app whose tasks run inside its app context.
+
+The API only sends tasks by name (``send``); the worker (worker.py) runs them.
+Tasks themselves live with their domain (e.g. blueprints/orders.py).
+"""
+
+import logging
+
+from celery import Celery, Task
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+ORDERS_QUEUE = "orders"
+
+
+def _broker_url(redis_url):
+    """kombu spells a unix-socket Redis redis+socket:// with the db as virtual_host."""
+    if not redis_url.startswith("unix://"):
+        return redis_url
+    path, _, query = redis_url[len("unix://"):].partition("?")
+    db = dict(part.split("=", 1) for part in query.split("&") if "=" in part).get("db", "0")
+    return f"redis+socket://{path}?virtual_host={db}"
+
+
+def init_app(app):
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    cfg = app.config
+    timeout = cfg["CACHE_TIMEOUT"] * 4
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    celery.conf.update(
+        broker_url=_broker_url(cfg["CELERY_BROKER_URL"] or cfg["REDIS_URL"]),
+        task_default_queue=ORDERS_QUEUE,
+        task_ignore_result=True,
+        # A task is acknowledged after it ran, and handed to another worker if
+        # its worker dies: with idempotent tasks, every order is processed.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            "visibility_timeout": 300,
+            # A publish that cannot connect fails at once instead of retrying.
+            "max_retries": 0,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        },
+        broker_connection_timeout=timeout,
+        broker_connection_retry_on_startup=True,
+        # The API must not hang on a broker that is down: publishing fails at
+        # once and the worker's sweep picks the work up later.
+        task_publish_retry=False,
+        worker_hijack_root_logger=False,
+        # With `-B`, the worker also queues orders.sweep (blueprints/orders.py)
+        # every 30 s, catching orders whose task could not be queued.
+        beat_schedule={"orders-sweep": {"task": "orders.sweep", "schedule": 30.0}},
+    )
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def send(name, *args):
+    """Queue a task by name; False (logged) when the broker cannot take it now."""
+    try:
+        current_app.extensions["celery"].send_task(name, args=args, queue=ORDERS_QUEUE)
+        return True
+    except Exception as error:  # kombu raises several unrelated types for a lost broker
+        log.error("could not queue %s%r: %s", name, args, error)
+        return False
