@@ -15,7 +15,7 @@ status:  ## what is running
 	scripts/stack.sh status
 
 logs:  ## follow the app's and nginx's logs
-	tail -F .stack/app/app.log .stack/nginx/access.log
+	tail -F .stack/app/app.log .stack/worker/worker.log .stack/nginx/access.log
 
 test:  ## lint, then pytest and test_app.sh against a throwaway stack
 	scripts/test.sh

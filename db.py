@@ -148,6 +148,13 @@ def transaction():
             conn.autocommit = True
 
 
+def write_one(sql, params=()):
+    """One statement in its own transaction; the row it returns (RETURNING), or None."""
+    with transaction() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone() if cur.description else None
+
+
 def init_db():
     """Apply init.sql (idempotent: safe on an existing database)."""
     with transaction() as cur:

@@ -2,11 +2,13 @@
 
 import flask_smorest
 import marshmallow as ma
+from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
 from werkzeug.http import HTTP_STATUS_CODES
 
+from cache import cache
 from errors import JSONBodyParser
-from responses import to_json
+from responses import json_response, to_json, unpack
 
 MAX_BIGINT = 2**63 - 1
 # Route converter for ids stored as PostgreSQL BIGINT: anything larger is a 404.
@@ -42,6 +44,21 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return decorator
+
+
+def cached_item(ns, item_id, load, missing):
+    """An item's JSON response from L2, or from ``load()``; 404 saying ``missing`` when there is none."""
+    body, l2 = cache.item(ns, item_id, load)
+    if body is None:
+        abort(404, message=missing)
+    return json_response(body, l2=l2)
+
+
+def cached_list(ns, query, load):
+    """A list's JSON response, with its headers, from L2 or from ``load()`` (a ``pack``ed page)."""
+    packed, l2 = cache.listing(ns, query, load)
+    body, headers = unpack(packed)
+    return json_response(body, headers=headers, l2=l2)
 
 
 def printable(value):

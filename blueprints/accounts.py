@@ -70,16 +70,14 @@ class Register(MethodView):
     def post(self, account):
         """Create an account"""
         name = account.get("name") or account["email"].split("@", 1)[0][:100]
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO users (name, email, password_hash)
-                VALUES (%s, %s, %s)
-                RETURNING id, email, created_at
-                """,
-                (name, account["email"], generate_password_hash(account["password"])),
-            )
-            created = cur.fetchone()
+        created = db.write_one(
+            """
+            INSERT INTO users (name, email, password_hash)
+            VALUES (%s, %s, %s)
+            RETURNING id, email, created_at
+            """,
+            (name, account["email"], generate_password_hash(account["password"])),
+        )
         cache.invalidate("users")
         return created
 

@@ -10,9 +10,9 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 import db
-from blueprints import Blueprint, TrimmedSchema, printable
+from blueprints import Blueprint, TrimmedSchema, cached_item, printable
 from cache import cache
-from responses import json_response, to_json
+from responses import to_json
 
 blp = Blueprint("addresses", __name__, description="Phone number to address book")
 NS = "addresses"
@@ -73,8 +73,8 @@ def _load_address(phone):
     return None if row is None else to_json({"phone": row["phone"], "address": row["address"]})
 
 
-def _not_found(phone):
-    abort(404, message=f"No address for {phone}.")
+def _missing(phone):
+    return f"No address for {phone}."
 
 
 @blp.route("")
@@ -85,24 +85,20 @@ class CustomerAddresses(MethodView):
     def get(self, args):
         """Get the address of a phone number"""
         phone = args["phone"]
-        body, l2 = cache.item(NS, phone, lambda: _load_address(phone))
-        if body is None:
-            _not_found(phone)
-        return json_response(body, l2=l2)
+        return cached_item(NS, phone, lambda: _load_address(phone), _missing(phone))
 
     @blp.arguments(CustomerAddressSchema)
     @blp.response(201, AddressResultSchema)
     @blp.errors(400, 409, 415)
     def post(self, entry):
         """Add the address of a new phone number"""
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO customer_addresses (phone, address)
-                VALUES (%s, %s)
-                """,
-                (entry["phone"], entry["address"]),
-            )
+        db.write_one(
+            """
+            INSERT INTO customer_addresses (phone, address)
+            VALUES (%s, %s)
+            """,
+            (entry["phone"], entry["address"]),
+        )
         cache.invalidate(NS, entry["phone"])
         return {"detail": "Created", "customer_addr": entry}
 
@@ -111,20 +107,18 @@ class CustomerAddresses(MethodView):
     @blp.errors(400, 404, 415)
     def put(self, entry):
         """Change the address of a known phone number"""
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                UPDATE customer_addresses
-                SET address = %s,
-                    updated_at = now()
-                WHERE phone = %s
-                RETURNING phone
-                """,
-                (entry["address"], entry["phone"]),
-            )
-            found = cur.fetchone()
+        found = db.write_one(
+            """
+            UPDATE customer_addresses
+            SET address = %s,
+                updated_at = now()
+            WHERE phone = %s
+            RETURNING phone
+            """,
+            (entry["address"], entry["phone"]),
+        )
         if found is None:
-            _not_found(entry["phone"])
+            abort(404, message=_missing(entry["phone"]))
         cache.invalidate(NS, entry["phone"])
         return {"detail": "Updated", "customer_addr": entry}
 
@@ -134,10 +128,7 @@ class CustomerAddresses(MethodView):
     def delete(self, args):
         """Delete a phone number and its address"""
         phone = args["phone"]
-        with db.transaction() as cur:
-            cur.execute("DELETE FROM customer_addresses WHERE phone = %s RETURNING phone", (phone,))
-            found = cur.fetchone()
-        if found is None:
-            _not_found(phone)
+        if db.write_one("DELETE FROM customer_addresses WHERE phone = %s RETURNING phone", (phone,)) is None:
+            abort(404, message=_missing(phone))
         cache.invalidate(NS, phone)
         return ""

@@ -11,10 +11,12 @@ from blueprints import (
     PAGINATION_DOC,
     Blueprint,
     TrimmedSchema,
+    cached_item,
+    cached_list,
     pagination_header,
 )
 from cache import cache
-from responses import json_response, pack, to_json, unpack
+from responses import json_response, pack, to_json
 
 blp = Blueprint("incidents", __name__, url_prefix="/incident", description="Incident log")
 NS = "incidents"
@@ -108,16 +110,14 @@ class IncidentCreate(MethodView):
     @blp.errors(400, 415)
     def post(self, incident):
         """Report an incident"""
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO incidents (message, status, source)
-                VALUES (%s, %s, %s)
-                RETURNING id
-                """,
-                (incident["incident_message"], incident["incident_type"], incident["source"]),
-            )
-            incident_id = cur.fetchone()["id"]
+        incident_id = db.write_one(
+            """
+            INSERT INTO incidents (message, status, source)
+            VALUES (%s, %s, %s)
+            RETURNING id
+            """,
+            (incident["incident_message"], incident["incident_type"], incident["source"]),
+        )["id"]
         cache.invalidate(NS)
         return {"message": "Incident created", "incident_id": incident_id}
 
@@ -129,9 +129,7 @@ class IncidentList(MethodView):
     def get(self, args):
         """List incidents, newest first, optionally by status and source"""
         query = f"{args['page']}:{args['limit']}:{args.get('status', '')}:{args.get('source', '')}"
-        packed, l2 = cache.listing(NS, query, lambda: _load_page(args))
-        body, headers = unpack(packed)
-        return json_response(body, headers=headers, l2=l2)
+        return cached_list(NS, query, lambda: _load_page(args))
 
 
 @blp.route(f"/get/<{BIGINT_ID}:incident_id>")
@@ -140,10 +138,9 @@ class IncidentById(MethodView):
     @blp.errors(404)
     def get(self, incident_id):
         """Get one incident"""
-        body, l2 = cache.item(NS, incident_id, lambda: _load_incident(incident_id))
-        if body is None:
-            abort(404, message=f"Incident {incident_id} not found.")
-        return json_response(body, l2=l2)
+        return cached_item(
+            NS, incident_id, lambda: _load_incident(incident_id), f"Incident {incident_id} not found."
+        )
 
 
 @blp.route("/update-status")
@@ -154,17 +151,15 @@ class IncidentStatus(MethodView):
     def patch(self, args):
         """Change an incident's status"""
         incident_id = args["incident_id"]
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                UPDATE incidents
-                SET status = %s
-                WHERE id = %s
-                RETURNING id, message, status, source, created_at
-                """,
-                (args["status"], incident_id),
-            )
-            row = cur.fetchone()
+        row = db.write_one(
+            """
+            UPDATE incidents
+            SET status = %s
+            WHERE id = %s
+            RETURNING id, message, status, source, created_at
+            """,
+            (args["status"], incident_id),
+        )
         if row is None:
             abort(404, message=f"Incident {incident_id} not found.")
         cache.invalidate(NS, incident_id)

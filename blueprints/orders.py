@@ -18,7 +18,7 @@ from flask_smorest import abort
 
 import db
 import tasks
-from blueprints import BIGINT_ID, PAGINATION_DOC, Blueprint, pagination_header, printable
+from blueprints import BIGINT_ID, PAGINATION_DOC, Blueprint, cached_item, pagination_header, printable
 from cache import cache
 from responses import json_response, to_json
 from security import limiter, orders_rate_limit
@@ -123,9 +123,9 @@ def _load_order(account, order_id):
     return None if row is None else to_json(_order.dump(row))
 
 
-def _not_found(order_id):
+def _missing(order_id):
     # The same answer whether the order is missing or another account's.
-    abort(404, message=f"Order {order_id} not found.")
+    return f"Order {order_id} not found."
 
 
 @blp.route("/")
@@ -140,18 +140,16 @@ class Orders(MethodView):
     def post(self, order):
         """Place an order; the worker processes it within seconds"""
         items = [{**item, "price": str(item["price"])} for item in order["items"]]
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO orders (user_id, items, total_price)
-                SELECT id, %s, %s
-                FROM users
-                WHERE id = %s
-                RETURNING id, user_id, items, total_price, status, created_at, processed_at
-                """,
-                (json.dumps(items), order["total_price"], _current_account()),
-            )
-            row = cur.fetchone()
+        row = db.write_one(
+            """
+            INSERT INTO orders (user_id, items, total_price)
+            SELECT id, %s, %s
+            FROM users
+            WHERE id = %s
+            RETURNING id, user_id, items, total_price, status, created_at, processed_at
+            """,
+            (json.dumps(items), order["total_price"], _current_account()),
+        )
         if row is None:
             abort(401, message="This token's account no longer exists.")
         tasks.send("orders.process", str(row["id"]))
@@ -169,10 +167,9 @@ class OrderById(MethodView):
     def get(self, order_id):
         """Get one of your orders"""
         order_id, account = _order_id(order_id), _current_account()
-        body, l2 = cache.item(NS, _cache_id(account, order_id), lambda: _load_order(account, order_id))
-        if body is None:
-            _not_found(order_id)
-        return json_response(body, l2=l2)
+        return cached_item(
+            NS, _cache_id(account, order_id), lambda: _load_order(account, order_id), _missing(order_id)
+        )
 
     @jwt_required()
     @blp.arguments(OrderStatusSchema)
@@ -189,7 +186,7 @@ class OrderById(MethodView):
             )
             row = cur.fetchone()
             if row is None:
-                _not_found(order_id)
+                abort(404, message=_missing(order_id))
             if wanted != row["status"]:
                 if wanted not in NEXT_STATUSES[row["status"]]:
                     abort(409, message=f"An order that is {row['status']} cannot become {wanted}.")

@@ -11,11 +11,13 @@ from blueprints import (
     Blueprint,
     MessageSchema,
     TrimmedSchema,
+    cached_item,
+    cached_list,
     pagination_header,
     printable,
 )
 from cache import cache
-from responses import json_response, pack, to_json, unpack
+from responses import pack, to_json
 
 blp = Blueprint("users", __name__, description="User accounts: CRUD")
 NS = "users"
@@ -102,25 +104,21 @@ class Users(MethodView):
     def get(self, args):
         """List users, ordered by id"""
         page, page_size = args["page"], args["page_size"]
-        packed, l2 = cache.listing(NS, f"{page}:{page_size}", lambda: _load_page(page, page_size))
-        body, headers = unpack(packed)
-        return json_response(body, headers=headers, l2=l2)
+        return cached_list(NS, f"{page}:{page_size}", lambda: _load_page(page, page_size))
 
     @blp.arguments(UserSchema)
     @blp.response(201, CreatedSchema)
     @blp.errors(400, 409, 415)
     def post(self, user):
         """Create a user"""
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                INSERT INTO users (name, email)
-                VALUES (%s, %s)
-                RETURNING id
-                """,
-                (user["name"], user["email"]),
-            )
-            user_id = cur.fetchone()["id"]
+        user_id = db.write_one(
+            """
+            INSERT INTO users (name, email)
+            VALUES (%s, %s)
+            RETURNING id
+            """,
+            (user["name"], user["email"]),
+        )["id"]
         cache.invalidate(NS)
         return {"id": user_id, "message": "Created"}, {"Location": f"/users/{user_id}"}
 
@@ -131,28 +129,23 @@ class UserById(MethodView):
     @blp.errors(404)
     def get(self, user_id):
         """Get one user"""
-        body, l2 = cache.item(NS, user_id, lambda: _load_user(user_id))
-        if body is None:
-            abort(404, message=f"User {user_id} not found.")
-        return json_response(body, l2=l2)
+        return cached_item(NS, user_id, lambda: _load_user(user_id), f"User {user_id} not found.")
 
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, MessageSchema)
     @blp.errors(400, 404, 409, 415)
     def put(self, changes, user_id):
         """Update a user's name, email or both"""
-        with db.transaction() as cur:
-            cur.execute(
-                """
-                UPDATE users
-                SET name = COALESCE(%s, name),
-                    email = COALESCE(%s, email)
-                WHERE id = %s
-                RETURNING id
-                """,
-                (changes.get("name"), changes.get("email"), user_id),
-            )
-            found = cur.fetchone()
+        found = db.write_one(
+            """
+            UPDATE users
+            SET name = COALESCE(%s, name),
+                email = COALESCE(%s, email)
+            WHERE id = %s
+            RETURNING id
+            """,
+            (changes.get("name"), changes.get("email"), user_id),
+        )
         if found is None:
             abort(404, message=f"User {user_id} not found.")
         cache.invalidate(NS, user_id)
@@ -162,10 +155,7 @@ class UserById(MethodView):
     @blp.errors(404)
     def delete(self, user_id):
         """Delete a user"""
-        with db.transaction() as cur:
-            cur.execute("DELETE FROM users WHERE id = %s RETURNING id", (user_id,))
-            found = cur.fetchone()
-        if found is None:
+        if db.write_one("DELETE FROM users WHERE id = %s RETURNING id", (user_id,)) is None:
             abort(404, message=f"User {user_id} not found.")
         cache.invalidate(NS, user_id)
         return {"message": "Deleted"}
