@@ -45,10 +45,15 @@ CREATE TABLE IF NOT EXISTS incidents (
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Lists are newest first, optionally filtered by status, source or both.
-CREATE INDEX IF NOT EXISTS incidents_newest ON incidents (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS incidents_status_newest ON incidents (status, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS incidents_source_newest ON incidents (source, created_at DESC, id DESC);
+-- Lists are newest first (id descending: ids grow with every insert),
+-- optionally filtered by status, source or both: one index per filter, so the
+-- first page costs the same at a thousand rows or a million.
+DROP INDEX IF EXISTS incidents_newest;
+DROP INDEX IF EXISTS incidents_status_newest;
+DROP INDEX IF EXISTS incidents_source_newest;
+CREATE INDEX IF NOT EXISTS incidents_status_id ON incidents (status, id DESC);
+CREATE INDEX IF NOT EXISTS incidents_source_id ON incidents (source, id DESC);
+CREATE INDEX IF NOT EXISTS incidents_status_source_id ON incidents (status, source, id DESC);
 
 CREATE TABLE IF NOT EXISTS orders (
     id            UUID PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -65,3 +70,82 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_user_newest ON orders (user_id, created_at DESC, id DESC);
 -- The worker's recovery sweep looks for orders it has not processed yet.
 CREATE INDEX IF NOT EXISTS orders_unprocessed ON orders (created_at) WHERE processed_at IS NULL;
+
+-- Row counts kept by triggers, so a list's total costs one indexed lookup
+-- instead of count(*) over the whole table. Statement-level triggers with
+-- transition tables: a bulk insert updates each counter once.
+CREATE TABLE IF NOT EXISTS row_counts (
+    name  TEXT PRIMARY KEY,
+    n     BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS incident_counts (
+    status  VARCHAR(16) NOT NULL,
+    source  VARCHAR(16) NOT NULL,
+    n       BIGINT NOT NULL,
+    PRIMARY KEY (status, source)
+);
+
+CREATE OR REPLACE FUNCTION count_users() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE row_counts SET n = n + (SELECT count(*) FROM changed_rows) WHERE name = 'users';
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE row_counts SET n = n - (SELECT count(*) FROM changed_rows) WHERE name = 'users';
+    ELSE  -- TRUNCATE
+        UPDATE row_counts SET n = 0 WHERE name = 'users';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER users_counted_insert AFTER INSERT ON users
+    REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_users();
+CREATE OR REPLACE TRIGGER users_counted_delete AFTER DELETE ON users
+    REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_users();
+CREATE OR REPLACE TRIGGER users_counted_truncate AFTER TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION count_users();
+
+-- Adds the rows of `added` and subtracts those of `removed`, per (status, source).
+CREATE OR REPLACE FUNCTION count_incidents() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM incident_counts;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO incident_counts (status, source, n)
+        SELECT status, source, count(*) FROM added GROUP BY status, source
+        ON CONFLICT (status, source) DO UPDATE SET n = incident_counts.n + EXCLUDED.n;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        UPDATE incident_counts AS c
+        SET n = c.n - r.n
+        FROM (SELECT status, source, count(*) AS n FROM removed GROUP BY status, source) AS r
+        WHERE c.status = r.status AND c.source = r.source;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER incidents_counted_insert AFTER INSERT ON incidents
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION count_incidents();
+CREATE OR REPLACE TRIGGER incidents_counted_update AFTER UPDATE ON incidents
+    REFERENCING OLD TABLE AS removed NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION count_incidents();
+CREATE OR REPLACE TRIGGER incidents_counted_delete AFTER DELETE ON incidents
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION count_incidents();
+CREATE OR REPLACE TRIGGER incidents_counted_truncate AFTER TRUNCATE ON incidents
+    FOR EACH STATEMENT EXECUTE FUNCTION count_incidents();
+
+-- First run on a database that already has rows: start the counters from them.
+INSERT INTO row_counts (name, n)
+SELECT 'users', count(*) FROM users
+ON CONFLICT (name) DO NOTHING;
+
+INSERT INTO incident_counts (status, source, n)
+SELECT status, source, count(*) FROM incidents
+WHERE NOT EXISTS (SELECT 1 FROM incident_counts)
+GROUP BY status, source
+ON CONFLICT (status, source) DO NOTHING;

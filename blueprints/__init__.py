@@ -16,16 +16,36 @@ BIGINT_ID = f"int(max={MAX_BIGINT})"
 
 PAGINATION_DOC = {
     "X-Pagination": {
-        "description": 'JSON: {"total", "total_pages", "page", "page_size"}',
+        "description": 'JSON: {"total", "page_size", "next_cursor"} and, when paging by number, '
+        '{"page", "total_pages"}; next_cursor is null on the last page',
         "schema": {"type": "string"},
     }
 }
 
 
-def pagination_header(total, page, page_size):
-    """The X-Pagination header of one page of a list."""
-    pages = -(-total // page_size)
-    return {"X-Pagination": to_json({"total": total, "total_pages": pages, "page": page, "page_size": page_size})}
+class PageArgsSchema(ma.Schema):
+    """Page numbers (cheap near the start) or a cursor (as cheap at any depth)."""
+
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    cursor = ma.fields.Integer(
+        validate=ma.validate.Range(0, MAX_BIGINT),
+        metadata={"description": "next_cursor from the previous page's X-Pagination: no cost that grows with depth"},
+    )
+
+    @ma.validates_schema
+    def page_or_cursor(self, args, **kwargs):
+        if "cursor" in args and args["page"] != 1:
+            raise ma.ValidationError("Give page or cursor, not both.", "cursor")
+
+
+def pagination_header(total, page_size, rows, page=None, cursors=True):
+    """X-Pagination of one page: next_cursor is the last row's id while rows may follow."""
+    info = {"total": total, "page_size": page_size}
+    if cursors:
+        info["next_cursor"] = rows[-1]["id"] if len(rows) == page_size else None
+    if page is not None:
+        info.update(page=page, total_pages=-(-total // page_size))
+    return {"X-Pagination": to_json(info)}
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -10,6 +10,7 @@ from blueprints import (
     MAX_BIGINT,
     PAGINATION_DOC,
     Blueprint,
+    PageArgsSchema,
     TrimmedSchema,
     cached_item,
     cached_list,
@@ -56,8 +57,7 @@ class IncidentCreatedSchema(ma.Schema):
     incident_id = ma.fields.Integer()
 
 
-class IncidentQueryArgsSchema(ma.Schema):
-    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+class IncidentQueryArgsSchema(PageArgsSchema):
     limit = ma.fields.Integer(load_default=10, validate=ma.validate.Range(1, 100))
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
     source = ma.fields.String(validate=ma.validate.OneOf(SOURCES))
@@ -82,25 +82,36 @@ def _load_incident(incident_id):
     return None if row is None else to_json(_incident.dump(row))
 
 
+FILTERS = """
+    (%(status)s::text IS NULL OR status = %(status)s)
+    AND (%(source)s::text IS NULL OR source = %(source)s)
+"""
+
+
 def _load_page(args):
-    filters = {"status": args.get("status"), "source": args.get("source")}
-    where = """
-        WHERE (%(status)s::text IS NULL OR status = %(status)s)
-          AND (%(source)s::text IS NULL OR source = %(source)s)
-    """
-    total = db.fetch_one("SELECT count(*) AS total FROM incidents" + where, filters)["total"]
+    cursor = args.get("cursor")
+    params = {
+        "status": args.get("status"),
+        "source": args.get("source"),
+        "before": MAX_BIGINT if cursor is None else cursor,
+        "limit": args["limit"],
+        "offset": (args["page"] - 1) * args["limit"],
+    }
+    total = db.fetch_one("SELECT coalesce(sum(n), 0)::bigint AS total FROM incident_counts WHERE" + FILTERS, params)["total"]
     rows = db.fetch_all(
         SELECT_INCIDENT
-        + where
+        + "WHERE"
+        + FILTERS
         + """
-        ORDER BY created_at DESC, id DESC
+        AND id < %(before)s
+        ORDER BY id DESC
         LIMIT %(limit)s
         OFFSET %(offset)s
         """,
-        {**filters, "limit": args["limit"], "offset": (args["page"] - 1) * args["limit"]},
+        params,
     )
-    body = to_json(_incidents.dump(rows))
-    return pack(body, pagination_header(total, args["page"], args["limit"]))
+    header = pagination_header(total, args["limit"], rows, page=None if cursor is not None else args["page"])
+    return pack(to_json(_incidents.dump(rows)), header)
 
 
 @blp.route("/create")
@@ -127,8 +138,8 @@ class IncidentList(MethodView):
     @blp.arguments(IncidentQueryArgsSchema, location="query")
     @blp.response(200, IncidentSchema(many=True), headers=PAGINATION_DOC)
     def get(self, args):
-        """List incidents, newest first, optionally by status and source"""
-        query = f"{args['page']}:{args['limit']}:{args.get('status', '')}:{args.get('source', '')}"
+        """List incidents, newest first, optionally by status and source; page or cursor"""
+        query = ":".join(str(args.get(k, "")) for k in ("page", "limit", "cursor", "status", "source"))
         return cached_list(NS, query, lambda: _load_page(args))
 
 

@@ -221,7 +221,7 @@ class OrdersOfUser(MethodView):
             """,
             (user_id, page_size, (page - 1) * page_size),
         )
-        return json_response(to_json(_orders.dump(rows)), headers=pagination_header(total, page, page_size))
+        return json_response(to_json(_orders.dump(rows)), headers=pagination_header(total, page_size, rows, page, cursors=False))
 
 
 @shared_task(name="orders.process")

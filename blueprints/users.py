@@ -10,6 +10,7 @@ from blueprints import (
     PAGINATION_DOC,
     Blueprint,
     MessageSchema,
+    PageArgsSchema,
     TrimmedSchema,
     cached_item,
     cached_list,
@@ -54,8 +55,7 @@ class UserUpdateSchema(UserSchema):
             raise ma.ValidationError("Give name, email or both.")
 
 
-class UserQueryArgsSchema(ma.Schema):
-    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+class UserQueryArgsSchema(PageArgsSchema):
     page_size = ma.fields.Integer(
         load_default=100, validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE)
     )
@@ -82,19 +82,22 @@ def _load_user(user_id):
     return None if row is None else to_json(_user.dump(row))
 
 
-def _load_page(page, page_size):
-    total = db.fetch_one("SELECT count(*) AS total FROM users")["total"]
+def _load_page(args):
+    page, page_size, cursor = args["page"], args["page_size"], args.get("cursor")
+    total = db.fetch_one("SELECT n AS total FROM row_counts WHERE name = 'users'")["total"]
     rows = db.fetch_all(
         """
         SELECT id, name, email, created_at
         FROM users
+        WHERE id > %s
         ORDER BY id
         LIMIT %s
         OFFSET %s
         """,
-        (page_size, (page - 1) * page_size),
+        (cursor or 0, page_size, (page - 1) * page_size),
     )
-    return pack(to_json(_users.dump(rows)), pagination_header(total, page, page_size))
+    header = pagination_header(total, page_size, rows, page=None if cursor is not None else page)
+    return pack(to_json(_users.dump(rows)), header)
 
 
 @blp.route("/users")
@@ -102,9 +105,9 @@ class Users(MethodView):
     @blp.arguments(UserQueryArgsSchema, location="query")
     @blp.response(200, UserSchema(many=True), headers=PAGINATION_DOC)
     def get(self, args):
-        """List users, ordered by id"""
-        page, page_size = args["page"], args["page_size"]
-        return cached_list(NS, f"{page}:{page_size}", lambda: _load_page(page, page_size))
+        """List users, ordered by id; page or cursor"""
+        query = f"{args['page']}:{args['page_size']}:{args.get('cursor', '')}"
+        return cached_list(NS, query, lambda: _load_page(args))
 
     @blp.arguments(UserSchema)
     @blp.response(201, CreatedSchema)

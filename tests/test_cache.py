@@ -90,8 +90,8 @@ def test_a_list_loaded_before_a_write_is_not_served_after_it(app, client, monkey
     loaded, release = threading.Event(), threading.Event()
     real_load = users._load_page
 
-    def load_then_wait(page, page_size):
-        packed = real_load(page, page_size)
+    def load_then_wait(args):
+        packed = real_load(args)
         loaded.set()
         assert release.wait(10)
         return packed

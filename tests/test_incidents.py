@@ -38,10 +38,15 @@ def test_list_is_newest_first_with_pagination(client):
     ids = [report(client, message=f"Incident number {n}").get_json()["incident_id"] for n in range(12)]
     first = client.get("/incident/get")
     assert [i["incident_id"] for i in first.get_json()] == ids[::-1][:10]
-    assert json.loads(first.headers["X-Pagination"]) == {"total": 12, "total_pages": 2, "page": 1, "page_size": 10}
+    assert json.loads(first.headers["X-Pagination"]) == {
+        "total": 12, "total_pages": 2, "page": 1, "page_size": 10, "next_cursor": ids[2],
+    }
     second = client.get("/incident/get?page=2&limit=10")
     assert [i["incident_id"] for i in second.get_json()] == ids[::-1][10:]
     assert client.get("/incident/get?page=5").get_json() == []
+    by_cursor = client.get(f"/incident/get?cursor={ids[2]}")
+    assert [i["incident_id"] for i in by_cursor.get_json()] == ids[1::-1]
+    assert json.loads(by_cursor.headers["X-Pagination"])["next_cursor"] is None
 
 
 def test_list_filters_by_status_and_source(client):
@@ -50,8 +55,21 @@ def test_list_filters_by_status_and_source(client):
     report(client, incident_type="failed", source="monitoring")
     assert len(client.get("/incident/get?status=failed").get_json()) == 2
     assert len(client.get("/incident/get?source=operator").get_json()) == 1
-    both = client.get("/incident/get?status=failed&source=partner").get_json()
-    assert [i["incident_id"] for i in both] == [failed_partner]
+    both = client.get("/incident/get?status=failed&source=partner")
+    assert [i["incident_id"] for i in both.get_json()] == [failed_partner]
+
+
+def test_filtered_totals_follow_creates_and_status_changes(client):
+    report(client, incident_type="new", source="operator")
+    second = report(client, incident_type="new", source="partner").get_json()["incident_id"]
+    report(client, incident_type="failed", source="partner")
+
+    def total(query):
+        return json.loads(client.get(f"/incident/get?{query}").headers["X-Pagination"])["total"]
+
+    assert (total(""), total("status=new"), total("source=partner"), total("status=new&source=partner")) == (3, 2, 2, 1)
+    client.patch("/incident/update-status", query_string={"incident_id": second, "status": "completed"})
+    assert (total(""), total("status=new"), total("status=completed&source=partner")) == (3, 1, 1)
 
 
 def test_lists_are_cached_and_retired_by_create_and_status_change(client):
@@ -93,7 +111,8 @@ def test_create_accepts_multiline_messages(client):
 
 
 @pytest.mark.parametrize(
-    "query", ["page=0", "page=-1", "page=x", "limit=0", "limit=101", "status=open", "source=customer"]
+    "query",
+    ["page=0", "page=-1", "page=x", "limit=0", "limit=101", "status=open", "source=customer", "page=2&cursor=5"],
 )
 def test_list_rejects_invalid_arguments(client, query):
     assert_error(client.get(f"/incident/get?{query}"), 422)

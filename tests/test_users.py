@@ -19,7 +19,7 @@ def test_list_has_the_seed_users_in_id_order(client):
     assert [u["email"] for u in users] == ["alice@example.com", "bob@example.com", "charlie@example.com"]
     assert set(users[0]) == {"id", "name", "email", "created_at"}
     assert json.loads(response.headers["X-Pagination"]) == {
-        "total": 3, "total_pages": 1, "page": 1, "page_size": 100,
+        "total": 3, "total_pages": 1, "page": 1, "page_size": 100, "next_cursor": None,
     }
 
 
@@ -30,7 +30,34 @@ def test_list_pages(client):
     assert client.get("/users?page=9").get_json() == []
 
 
-@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page_size=0", "page_size=1001"])
+def test_list_by_cursor_walks_every_user_once(client):
+    for n in range(4):
+        client.post("/users", json={"name": f"U{n}", "email": f"u{n}@example.com"})
+    client.delete("/users/2")  # a hole in the ids
+    seen, cursor = [], None
+    while True:
+        query = "page_size=2" + (f"&cursor={cursor}" if cursor is not None else "")
+        response = client.get(f"/users?{query}")
+        seen += [u["id"] for u in response.get_json()]
+        info = json.loads(response.headers["X-Pagination"])
+        assert info["total"] == 6
+        cursor = info["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [1, 3, 4, 5, 6, 7]
+    assert "page" not in info  # a cursor page has no number
+
+
+def test_totals_follow_creates_and_deletes(client):
+    client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    client.delete("/users/1")
+    client.delete("/users/2")
+    assert json.loads(client.get("/users").headers["X-Pagination"])["total"] == 2
+
+
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=-1", "page=x", "page_size=0", "page_size=1001", "cursor=-1", "cursor=x", "page=2&cursor=1"]
+)
 def test_list_rejects_bad_arguments(client, query):
     assert_error(client.get(f"/users?{query}"), 422)
 
