@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test logs
+.PHONY: up down reset status test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -19,3 +19,7 @@ logs:  ## follow the app's and nginx's logs
 
 test:  ## lint, then pytest and test_app.sh against a throwaway stack
 	scripts/test.sh
+
+bench:  ## benchmark the cache levels against same-run baselines; writes docs/benchmarks.md
+	WITH_TEST_TOOLS=1 scripts/install-deps.sh
+	.venv/bin/python scripts/bench.py $(ARGS)

@@ -21,7 +21,9 @@ are always attempted.
 """
 
 import logging
+import os
 import secrets
+import threading
 import time
 
 import redis
@@ -29,7 +31,7 @@ from flask import current_app
 
 log = logging.getLogger(__name__)
 
-HIT, MISS, DOWN = "HIT", "MISS", "DOWN"
+HIT, MISS, DOWN, OFF = "HIT", "MISS", "DOWN", "OFF"
 
 # Part of every key: bump it when the cached format changes, so a deploy never
 # serves bodies an older release stored.
@@ -61,22 +63,48 @@ return {redis.call('GET', ARGV[1] .. gen .. ARGV[2]), gen}
 
 
 class _Backend:
-    """One app's Redis client, its scripts, and when reads may try Redis again."""
+    """One app's Redis settings and scripts, each thread's connection, and when reads may try Redis again."""
 
     def __init__(self, cfg):
-        self.client = redis.Redis.from_url(
-            cfg["REDIS_URL"],
-            socket_timeout=cfg["CACHE_TIMEOUT"],
-            socket_connect_timeout=cfg["CACHE_TIMEOUT"],
-            retry=None,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        self.store_if_unchanged = self.client.register_script(_STORE_IF_UNCHANGED)
-        self.get_list = self.client.register_script(_GET_LIST)
+        self._url = cfg["REDIS_URL"]
+        self._timeout = cfg["CACHE_TIMEOUT"]
+        self._local = threading.local()
+        # Scripts run on the caller's connection (client=...); this one only computes their SHA.
+        template = redis.Redis.from_url(self._url)
+        self._store_if_unchanged = template.register_script(_STORE_IF_UNCHANGED)
+        self._get_list = template.register_script(_GET_LIST)
+        self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
         self.retry_after = cfg["CACHE_RETRY_AFTER"]
         self.down_until = 0.0
+
+    @property
+    def client(self):
+        """This thread's own connection to Redis, opened on first use.
+
+        A connection per thread skips the pool's checkout, release and lock on
+        every call (a third of a cache hit's time in redis-py). The pid check
+        keeps a forked child (Celery's pool) from sharing its parent's socket.
+        """
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.client = redis.Redis.from_url(
+                self._url,
+                single_connection_client=True,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=None,
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            local.pid = os.getpid()
+        return local.client
+
+    def store_if_unchanged(self, keys, args):
+        return self._store_if_unchanged(keys=keys, args=args, client=self.client)
+
+    def get_list(self, keys, args):
+        return self._get_list(keys=keys, args=args, client=self.client)
 
     def reads_enabled(self):
         return time.monotonic() >= self.down_until
@@ -104,6 +132,8 @@ class Cache:
     def _cache_aside(self, lookup, load, store):
         """``lookup(backend)`` gives (cached value or None, token); ``store(backend, token, value)``."""
         backend = self._backend()
+        if not backend.enabled:
+            return load(), OFF
         if not backend.reads_enabled():
             return load(), DOWN
         try:
@@ -152,13 +182,15 @@ class Cache:
     def invalidate(self, ns, item_id=None):
         """Call after commit: drop the item's entry and retire every list of ``ns``."""
         backend = self._backend()
-        pipe = backend.client.pipeline(transaction=True)
-        if item_id is not None:
-            key = f"{FORMAT}:{ns}:item:{item_id}"
-            pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
-            pipe.delete(key)
-        pipe.incr(f"{FORMAT}:{ns}:gen")
+        if not backend.enabled:
+            return
         try:
+            pipe = backend.client.pipeline(transaction=True)
+            if item_id is not None:
+                key = f"{FORMAT}:{ns}:item:{item_id}"
+                pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
+                pipe.delete(key)
+            pipe.incr(f"{FORMAT}:{ns}:gen")
             pipe.execute()
         except redis.RedisError as error:
             log.error("redis invalidation of %s:%s failed: %s", ns, item_id, error)

@@ -55,6 +55,8 @@ def app_settings():
         "RATE_LIMIT_STORAGE_URL": _str("RATE_LIMIT_STORAGE_URL", ""),
         # Celery's broker; empty means REDIS_URL.
         "CELERY_BROKER_URL": _str("CELERY_BROKER_URL", ""),
+        # false turns L2 off (benchmarks, debugging): set it alike on every instance.
+        "CACHE_ENABLED": _str("CACHE_ENABLED", "true").lower() in ("1", "true", "yes"),
         "CACHE_TTL": _int("CACHE_TTL", 60),
         # Redis answers in well under a millisecond; past this it counts as down.
         "CACHE_TIMEOUT": _float("CACHE_TIMEOUT", 0.25),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping what is already there:
 # PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
-# chromium for the tests) from the OS
+# chromium for the tests, wrk for the benchmark) from the OS
 # packages, and a virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v curl >/dev/null || packages+=(curl)
 if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
     command -v chromium >/dev/null || packages+=(chromium)
+    command -v wrk >/dev/null || packages+=(wrk)
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then

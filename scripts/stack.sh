@@ -155,7 +155,7 @@ start_worker() {
 
 start_nginx() {
     local dir=$STACK_DIR/nginx
-    mkdir -p "$dir/tmp" "$dir/cache"
+    mkdir -p "$dir/tmp" "$dir/cache" "$dir/extra"
     sed -e "s|@STATE@|$dir|g" -e "s|@ROOT@|$ROOT|g" -e "s|@APP_SOCKET@|$APP_SOCK|g" \
         -e "s|@LISTEN@|$LISTEN_HOST:$PORT|g" -e "s|@USER@|$(id -un)|g" \
         "$ROOT/nginx/local.conf.template" >"$dir/nginx.conf"

@@ -45,3 +45,6 @@ echo "== pytest"
 .venv/bin/pytest "$@"
 echo "== test_app.sh"
 ./test_app.sh
+echo "== scripts/bench.py --quick (keeps the benchmark working; its figures mean nothing)"
+.venv/bin/python scripts/bench.py --quick | grep -E '^\| (L1 hit|L2 hit|miss|mixed) '
+echo "== all checks passed"

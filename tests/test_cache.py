@@ -179,3 +179,11 @@ def test_entries_carry_the_configured_ttl(client, test_redis_url):
     list_keys = [k for k in r.keys("v1:users:list:*")]
     assert 55 <= item_ttl <= 60
     assert list_keys and all(55 <= r.ttl(k) <= 60 for k in list_keys)
+
+
+def test_cache_enabled_false_serves_everything_from_postgresql(make_app, test_redis_url):
+    client = make_app(CACHE_ENABLED=False).test_client()
+    assert [l2(client.get("/users/1")) for _ in range(2)] == ["OFF", "OFF"]
+    client.put("/users/1", json={"name": "Alicia"})
+    assert client.get("/users/1").get_json()["name"] == "Alicia"
+    assert redis.Redis.from_url(test_redis_url).dbsize() == 0

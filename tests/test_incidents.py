@@ -144,3 +144,13 @@ def test_every_request_is_logged_once_as_one_json_line(make_app, capsys):
     entry = lines[0]
     assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/incident/get", 200)
     assert entry["duration_ms"] >= 0
+
+
+def test_the_hand_written_dump_matches_the_schema():
+    from datetime import datetime, timezone
+
+    from blueprints.incidents import IncidentSchema, incident_json
+
+    row = {"id": 3, "message": "Disk full", "status": "new", "source": "partner",
+           "created_at": datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc)}
+    assert incident_json(row) == IncidentSchema().dump(row)

@@ -216,3 +216,13 @@ def test_docs_and_openapi_are_served(client):
     assert page.status_code == 200 and b"swagger-ui" in page.data
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/").get_json()["docs"] == "/docs"
+
+
+def test_the_hand_written_dump_matches_the_schema(app):
+    from datetime import datetime, timezone
+
+    from blueprints.users import UserSchema, user_json
+
+    for created_at in (datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)):
+        row = {"id": 7, "name": "Zoë", "email": "z@example.com", "created_at": created_at}
+        assert user_json(row) == UserSchema().dump(row)

@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""`make bench`: what each cache level buys, each figure beside a baseline measured in the same run.
+
+Starts its own stack on a free port (like `make test`), adds the baselines to
+it (a static file in the same nginx, a bare Flask view and an L2-less copy of
+the app under the same gunicorn settings), drives load with wrk over loopback
+and prints one table, also written to docs/benchmarks.md.
+
+    scripts/bench.py                 the full run (a few minutes; 1 million rows)
+    scripts/bench.py --quick         seconds: keeps the script working (make test)
+    scripts/bench.py --tune          also compares gunicorn workers x threads
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "scripts" / "bench"
+# The run's own wrk: one thread, so the load generator takes one core at most.
+CONNECTIONS = 16
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BenchStack:
+    """A throwaway stack plus the baselines, all behind the same nginx."""
+
+    def __init__(self, web):
+        self.dir = Path(tempfile.mkdtemp(prefix="api-bench."))
+        self.dir.chmod(0o755)
+        self.port = free_port()
+        self.web = web  # WEB_WORKERS / WEB_THREADS for every gunicorn of the run
+        self.extra_pids = []
+        self.env = {
+            **os.environ,
+            **web,
+            "STACK_DIR": str(self.dir),
+            "PORT": str(self.port),
+            # Every request comes from 127.0.0.1: production limits would throttle the benchmark.
+            "RATE_LIMIT_AUTH": "1000000 per minute",
+            "RATE_LIMIT_ORDERS": "1000000 per minute",
+        }
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self):
+        subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True, stderr=subprocess.DEVNULL)
+        self.settings = dict(re.findall(r"^(\w+)='(.*)'$", (self.dir / "stack.env").read_text(), re.MULTILINE))
+        (self.dir / "bench").mkdir()
+        body = self.get("/users/1")
+        (self.dir / "bench" / "users-1.json").write_bytes(body)
+        self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
+                       ["--pythonpath", str(LUA)])
+        self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
+        self._nginx_baselines()
+
+    def get(self, path):
+        import urllib.request
+
+        with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
+            return response.read()
+
+    def _gunicorn(self, name, app, extra_env, extra_args=()):
+        sock = self.dir / "bench" / f"{name}.sock"
+        env = {**self.env, **self.settings, **extra_env, "WEB_BIND": f"unix:{sock}"}
+        log = open(self.dir / "bench" / f"{name}.log", "w")
+        process = subprocess.Popen(
+            [ROOT / ".venv" / "bin" / "gunicorn", "-c", "gunicorn.conf.py", *extra_args, app],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.extra_pids.append(process.pid)
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"gunicorn {name} did not start: see {log.name}")
+            time.sleep(0.1)
+
+    def _nginx_baselines(self):
+        bench = self.dir / "bench"
+        proxy = """
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Request-ID $api_request_id;
+            add_header X-Cache-Status $api_cache_status always;
+        """
+        (self.dir / "nginx" / "extra" / "http-bench.conf").write_text(f"""
+            upstream bench_bare {{ server unix:{bench}/bare.sock; keepalive 32; keepalive_timeout 60s; }}
+            upstream bench_nocache {{ server unix:{bench}/nocache.sock; keepalive 32; keepalive_timeout 60s; }}
+        """)
+        (self.dir / "nginx" / "extra" / "server-bench.conf").write_text(f"""
+            location = /bench/static {{
+                alias {bench}/users-1.json;
+                default_type application/json;
+                add_header X-Cache-Status STATIC always;
+            }}
+            location /bench/l1off/ {{ proxy_pass http://api/; {proxy} }}
+            location /bench/bare/ {{ proxy_pass http://bench_bare/; {proxy} }}
+            location /bench/nocache/ {{ proxy_pass http://bench_nocache/; {proxy} }}
+        """)
+        subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sql(self, statement, params=()):
+        with psycopg2.connect(self.settings["DATABASE_URL"]) as conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else None
+
+    def wait_idle(self, limit=60):
+        """Wait until PostgreSQL runs no query: requests still in flight from
+        the previous row (wrk stops sending, the app does not stop working)
+        must not weigh on the next one."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            busy = self.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()")
+            if busy[0][0] == 0:
+                return
+            time.sleep(0.2)
+
+    def settle(self):
+        """After a bulk load: fresh statistics, and the dirty pages written out
+        now (CHECKPOINT, as the cluster's superuser) rather than during a measurement."""
+        conn = psycopg2.connect(self.settings["DATABASE_URL"], user="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE")
+            cur.execute("CHECKPOINT")
+        conn.close()
+
+    def peak_rss_mb(self, pidfile):
+        """Peak resident memory (VmHWM) of each child of the process in pidfile."""
+        parent = (self.dir / pidfile).read_text().strip()
+        children = subprocess.run(["pgrep", "-P", parent], capture_output=True, text=True).stdout.split()
+        peaks = []
+        for pid in children:
+            status = Path(f"/proc/{pid}/status").read_text()
+            peaks.append(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024)
+        return peaks
+
+    def down(self):
+        for pid in self.extra_pids:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        subprocess.run([ROOT / "scripts" / "stack.sh", "reset"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Runner:
+    def __init__(self, stack, seconds):
+        self.stack, self.seconds = stack, seconds
+
+    def wrk(self, path, script="get.lua", seconds=None, connections=CONNECTIONS, **env):
+        seconds = seconds or self.seconds
+        self.stack.wait_idle()
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA / script),
+                   self.stack.base_url + path]
+        result = subprocess.run(command, env={**os.environ, "BENCH_DIR": str(LUA), **env},
+                                capture_output=True, text=True, timeout=seconds + 60)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed on {path}: {result.stdout}{result.stderr}")
+        return json.loads(lines[-1])
+
+    def paired(self, subject, baseline, rounds=2):
+        """Alternate subject and baseline so both see the same machine; the mean of each."""
+        runs = {"subject": [], "baseline": []}
+        for _ in range(rounds):
+            runs["baseline"].append(baseline())
+            runs["subject"].append(subject())
+        return mean_of(runs["subject"]), mean_of(runs["baseline"])
+
+
+def mean_of(results):
+    keys = ("rps", "p50_ms", "p99_ms")
+    merged = {k: sum(r[k] for r in results) / len(results) for k in keys}
+    merged["non_2xx"] = sum(r["non_2xx"] + r["socket_errors"] for r in results)
+    return merged
+
+
+def row(name, what, result, baseline=None, target=None, target_text="", key="rps"):
+    entry = {"row": name, "what": what, **result}
+    if baseline is not None:
+        entry["baseline"] = baseline
+        entry["ratio"] = result[key] / baseline[key] if key == "rps" else baseline[key] / result[key]
+        entry["target"] = target_text
+        entry["ok"] = entry["ratio"] >= target if target is not None else None
+    return entry
+
+
+def load_rows(stack, users, incidents):
+    """Grow users and incidents to the given sizes (bulk SQL; the count triggers see one statement)."""
+    have = stack.sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM incidents)")[0]
+    if users > have[0]:
+        stack.sql(
+            """
+            INSERT INTO users (name, email)
+            SELECT 'Bench user ' || g, 'bench-user-' || g || '@example.com'
+            FROM generate_series(%s, %s) AS g
+            """,
+            (have[0] + 1, users),
+        )
+    if incidents > have[1]:
+        stack.sql(
+            """
+            INSERT INTO incidents (message, status, source)
+            SELECT 'Bench incident ' || g,
+                   (ARRAY['new', 'completed', 'failed'])[1 + g %% 3],
+                   (ARRAY['operator', 'monitoring', 'partner'])[1 + (g / 3) %% 3]
+            FROM generate_series(%s, %s) AS g
+            """,
+            (have[1] + 1, incidents),
+        )
+    stack.settle()
+
+
+def cache_rows(runner, quick):
+    rounds = 1 if quick else 2
+    static = lambda: runner.wrk("/bench/static")  # noqa: E731
+    bare = lambda: runner.wrk("/bench/bare/users/1")  # noqa: E731
+    for path in ("/users/1", "/users"):
+        runner.wrk(path, seconds=1)  # warm L1 and L2
+    rows = []
+    l1, base = runner.paired(lambda: runner.wrk("/users/1"), static, rounds)
+    rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85, "≥ 0.85 × nginx static"))
+    l2, base = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"), bare, rounds)
+    rows.append(row("L2 hit", "the same, L1 off, Redis warm", l2, base, 0.75, "≥ 0.75 × bare Flask"))
+    miss, base = runner.paired(lambda: runner.wrk("/bench/nocache/users/1"), bare, rounds)
+    rows.append(row("miss", "the same, L1 and L2 off", miss, base, 0.5, "≥ 0.5 × bare Flask"))
+    for level, path in (("L1", "/users"), ("L2", "/bench/l1off/users"), ("miss", "/bench/nocache/users")):
+        rows.append(row(f"list {level}", f"GET {path} (first page, 100 rows)", mean_of([runner.wrk(path)])))
+    return rows
+
+
+def write_rows(runner, stack):
+    run_id = str(int(time.time()))
+    post = runner.wrk("/users", script="write.lua", MODE="post", RUN_ID=run_id)
+    put = runner.wrk("/users", script="write.lua", MODE="put", IDS="1000", RUN_ID=run_id)
+    return [row("write POST", "POST /users, unique emails", mean_of([post])),
+            row("write PUT", "PUT /users/<id>, ids 1..1000", mean_of([put]))]
+
+
+def growth_rows(runner, stack, sizes):
+    seconds = max(1, runner.seconds // 2)
+    queries = {
+        "users, first page": lambda n: "/bench/nocache/users?page_size=100",
+        "users, deep page (cursor)": lambda n: f"/bench/nocache/users?page_size=100&cursor={n - 150}",
+        "incidents, status+source filter": lambda n: "/bench/nocache/incident/get?status=failed&source=partner",
+        "incidents, filter, deep (cursor)": lambda n: "/bench/nocache/incident/get?status=failed&cursor=1000",
+        # Last, with few connections: at a million rows each request scans the table.
+        "users, deep page (page number)": lambda n: f"/bench/nocache/users?page_size=100&page={n // 100 - 1}",
+    }
+    figures = {name: {} for name in queries}
+    for size in sizes:
+        load_rows(stack, size, size)
+        for name, path in queries.items():
+            connections = 2 if "page number" in name else CONNECTIONS
+            runner.wrk(path(size), seconds=1, connections=connections)  # warm-up: pages into memory
+            figures[name][size] = runner.wrk(path(size), seconds=seconds, connections=connections)
+    rows = []
+    first = sizes[0]
+    for name, by_size in figures.items():
+        for size in sizes[1:]:
+            # The page-number row is there to show why cursors exist: no target.
+            target = None if "page number" in name else 1.5
+            ratio = by_size[size]["p50_ms"] / by_size[first]["p50_ms"]
+            rows.append({
+                "row": "growth", "what": f"{name}: {size:,} vs {first:,} rows",
+                **mean_of([by_size[size]]), "ratio": ratio,
+                "target": "p50 ≤ 1.5 × the 1,000-row figure" if target else "(shown for contrast)",
+                "ok": ratio <= target if target else None,
+                "baseline": mean_of([by_size[first]]),
+            })
+    return rows
+
+
+def zipf_row(runner, users):
+    ids = min(users, 10_000)
+    mix = {"script": "zipf.lua", "IDS": str(ids), "READ_SHARE": "0.95"}
+    # Warm up past L1's 5 s first: the measured part then shows the steady state
+    # in which L1 entries expire and L2 (60 s) answers for them.
+    runner.wrk("/users/1", seconds=runner.seconds * 2, **mix)
+    result = runner.wrk("/users/1", seconds=runner.seconds * 3, **mix)
+    entry = row("mixed", f"95 % GET / 5 % PUT /users/<id>, Zipf over {ids:,} users", mean_of([result]))
+    entry["l1_hit_ratio"] = result["l1_hits"] / max(result["answered"], 1)
+    entry["l2_hit_ratio"] = result["l2_hits"] / max(result["l2_seen"], 1)
+    return entry
+
+
+def tune(web_settings_list, seconds):
+    """L2-hit and miss throughput under each gunicorn layout (each on a fresh stack)."""
+    results = []
+    for web in web_settings_list:
+        stack = BenchStack(web)
+        try:
+            stack.up()
+            runner = Runner(stack, seconds)
+            runner.wrk("/users/1", seconds=1)
+            l2 = runner.wrk("/bench/l1off/users/1")
+            miss = runner.wrk("/bench/nocache/users/1")
+            bare = runner.wrk("/bench/bare/users/1")
+            results.append({**web, "l2_rps": l2["rps"], "miss_rps": miss["rps"], "bare_rps": bare["rps"],
+                            "l2_p99_ms": l2["p99_ms"]})
+        finally:
+            stack.down()
+    return results
+
+
+def versions():
+    def first_line(*command):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+            return (result.stdout or result.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    pg = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return {
+        "python": platform.python_version(),
+        "nginx": first_line("nginx", "-v"),
+        "postgresql": first_line(str(pg[-1]), "--version") if pg else "?",
+        "redis": first_line("redis-server", "--version"),
+        "gunicorn": first_line(str(ROOT / ".venv" / "bin" / "gunicorn"), "--version"),
+        "wrk": first_line("wrk", "--version"),
+    }
+
+
+def cpu_model():
+    match = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    return match.group(1) if match else platform.processor()
+
+
+def fmt(value, digits=1):
+    return f"{value:,.{digits}f}"
+
+
+def markdown(rows, memory, tuning, meta):
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run of {meta['date']} on {meta['cpus']} CPUs ({meta['cpu']}), {meta['mode']}; "
+        f"gunicorn {meta['web']['WEB_WORKERS']} workers × {meta['web']['WEB_THREADS']} threads (gthread). "
+        f"wrk: 1 thread, {CONNECTIONS} connections, over loopback, on the same machine.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        "| row | what | req/s | p50 ms | p99 ms | non-2xx | baseline req/s (p50 ms) | ratio | target | |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        base = r.get("baseline")
+        base_text = f"{fmt(base['rps'])} ({fmt(base['p50_ms'], 2)})" if base else ""
+        ratio = fmt(r["ratio"], 2) if "ratio" in r else ""
+        mark = {True: "met", False: "MISSED", None: ""}[r.get("ok")]
+        extra = ""
+        if "l1_hit_ratio" in r:
+            extra = f" — L1 hit ratio {r['l1_hit_ratio']:.0%}, L2 hit ratio {r['l2_hit_ratio']:.0%}"
+        lines.append(
+            f"| {r['row']} | {r['what']}{extra} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
+            f"| {r['non_2xx']} | {base_text} | {ratio} | {r.get('target', '')} | {mark} |"
+        )
+    lines += ["", "Growth ratios compare p50 latency (lower is better): the figure at that size over the 1,000-row one.",
+              "", "Peak resident memory after the run (VmHWM, MiB): "
+              + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + "."]
+    if tuning:
+        lines += ["", "## gunicorn layouts", "",
+                  "| workers | threads | L2 hit req/s | miss req/s | bare Flask req/s | L2 hit p99 ms |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for t in tuning:
+            lines.append(f"| {t['WEB_WORKERS']} | {t['WEB_THREADS']} | {fmt(t['l2_rps'])} | {fmt(t['miss_rps'])} "
+                         f"| {fmt(t['bare_rps'])} | {fmt(t['l2_p99_ms'], 2)} |")
+    lines += ["", "Reproduce: `make bench` (add `ARGS=--tune` for the layouts). Benchmarks never fail a build;",
+              "`make test` runs `scripts/bench.py --quick` only to keep the script working.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny durations and sizes, nothing written to docs/")
+    parser.add_argument("--tune", action="store_true", help="also compare gunicorn workers x threads")
+    parser.add_argument("--output", default=None, help="where to write the markdown (default docs/benchmarks.md)")
+    args = parser.parse_args()
+
+    seconds = 1 if args.quick else 4
+    sizes = [1000, 5000] if args.quick else [1000, 100_000, 1_000_000]
+    sys.path.insert(0, str(ROOT))
+    import settings
+
+    defaults = settings.web_settings()
+    web = {"WEB_WORKERS": str(defaults["workers"]), "WEB_THREADS": str(defaults["threads"])}
+    output = Path(args.output) if args.output else (None if args.quick else ROOT / "docs" / "benchmarks.md")
+
+    stack = BenchStack(web)
+    try:
+        stack.up()
+        runner = Runner(stack, seconds)
+        load_rows(stack, 1000, 1000)
+        rows = cache_rows(runner, args.quick)
+        rows += write_rows(runner, stack)
+        rows += growth_rows(runner, stack, sizes)
+        rows.append(zipf_row(runner, sizes[-1]))
+        memory = {"gunicorn workers": stack.peak_rss_mb("app/gunicorn.pid"),
+                  "celery worker pool": stack.peak_rss_mb("worker/celery.pid")}
+    finally:
+        stack.down()
+    tuning = []
+    if args.tune:
+        layouts = [(1, 4), (2, 2), (2, 4), (2, 8), (3, 2), (4, 2)]
+        tuning = tune([{"WEB_WORKERS": str(w), "WEB_THREADS": str(t)} for w, t in layouts], seconds)
+
+    meta = {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "mode": "quick run" if args.quick else "full run", "web": web, "versions": versions()}
+    report = markdown(rows, memory, tuning, meta)
+    print(report)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report)
+        print(f"written to {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}", file=sys.stderr)
+    broken = [r["what"] for r in rows if r["non_2xx"]]
+    if broken:  # reported, never a failure: a benchmark does not judge
+        print("warning: non-2xx answers in: " + ", ".join(broken), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
