@@ -25,3 +25,11 @@ errorlog = "-"
 preload_app = False
 # No control socket: one shared path in $HOME would make stacks collide.
 control_socket_disable = True
+
+
+def post_fork(server, worker):
+    # A thread back from a Redis or PostgreSQL call waits for the GIL until the
+    # running thread yields it: 5 ms by default, longer than a whole cached
+    # request. Measured with make bench: at 0.5 ms the cached GET's throughput
+    # varied 0.66-0.76 of bare Flask's, at 5 ms 0.36-0.68.
+    sys.setswitchinterval(0.0005)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "scripts" / "bench"
@@ -63,7 +64,7 @@ class BenchStack:
     def base_url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def up(self):
+    def up(self, growth_sizes=()):
         subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True, stderr=subprocess.DEVNULL)
         self.settings = dict(re.findall(r"^(\w+)='(.*)'$", (self.dir / "stack.env").read_text(), re.MULTILINE))
         (self.dir / "bench").mkdir()
@@ -72,7 +73,12 @@ class BenchStack:
         self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
                        ["--pythonpath", str(LUA)])
         self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
-        self._nginx_baselines()
+        for size in growth_sizes:
+            # One database and one L2-less app per size, so the sizes can be
+            # measured in turns, as a ratio and its baseline should be.
+            dsn = self.growth_database(size)
+            self._gunicorn(f"growth{size}", "app:app", {"CACHE_ENABLED": "false", "DATABASE_URL": dsn})
+        self._nginx_baselines(growth_sizes)
 
     def get(self, path):
         import urllib.request
@@ -95,7 +101,15 @@ class BenchStack:
                 raise RuntimeError(f"gunicorn {name} did not start: see {log.name}")
             time.sleep(0.1)
 
-    def _nginx_baselines(self):
+    def growth_database(self, size):
+        name = f"growth{size}"
+        self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
+        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
+        self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
+        load_rows(self, size, size, dsn)
+        return dsn
+
+    def _nginx_baselines(self, growth_sizes):
         bench = self.dir / "bench"
         proxy = """
             proxy_http_version 1.1;
@@ -104,10 +118,11 @@ class BenchStack:
             proxy_set_header X-Request-ID $api_request_id;
             add_header X-Cache-Status $api_cache_status always;
         """
-        (self.dir / "nginx" / "extra" / "http-bench.conf").write_text(f"""
-            upstream bench_bare {{ server unix:{bench}/bare.sock; keepalive 32; keepalive_timeout 60s; }}
-            upstream bench_nocache {{ server unix:{bench}/nocache.sock; keepalive 32; keepalive_timeout 60s; }}
-        """)
+        apps = ["bare", "nocache"] + [f"growth{size}" for size in growth_sizes]
+        (self.dir / "nginx" / "extra" / "http-bench.conf").write_text("".join(
+            f"upstream bench_{name} {{ server unix:{bench}/{name}.sock; keepalive 32; keepalive_timeout 60s; }}\n"
+            for name in apps
+        ))
         (self.dir / "nginx" / "extra" / "server-bench.conf").write_text(f"""
             location = /bench/static {{
                 alias {bench}/users-1.json;
@@ -115,16 +130,21 @@ class BenchStack:
                 add_header X-Cache-Status STATIC always;
             }}
             location /bench/l1off/ {{ proxy_pass http://api/; {proxy} }}
-            location /bench/bare/ {{ proxy_pass http://bench_bare/; {proxy} }}
-            location /bench/nocache/ {{ proxy_pass http://bench_nocache/; {proxy} }}
-        """)
+        """ + "".join(f"location /bench/{name}/ {{ proxy_pass http://bench_{name}/; {proxy} }}\n" for name in apps))
         subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def sql(self, statement, params=()):
-        with psycopg2.connect(self.settings["DATABASE_URL"]) as conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else None
+    def sql(self, statement, params=(), dsn=None, autocommit=False):
+        conn = psycopg2.connect(dsn or self.settings["DATABASE_URL"])
+        conn.autocommit = autocommit  # CREATE DATABASE refuses to run in a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                rows = cur.fetchall() if cur.description else None
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
 
     def wait_idle(self, limit=60):
         """Wait until PostgreSQL runs no query: requests still in flight from
@@ -137,10 +157,10 @@ class BenchStack:
                 return
             time.sleep(0.2)
 
-    def settle(self):
+    def settle(self, dsn=None):
         """After a bulk load: fresh statistics, and the dirty pages written out
         now (CHECKPOINT, as the cluster's superuser) rather than during a measurement."""
-        conn = psycopg2.connect(self.settings["DATABASE_URL"], user="postgres")
+        conn = psycopg2.connect(dsn or self.settings["DATABASE_URL"], user="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
@@ -210,9 +230,9 @@ def row(name, what, result, baseline=None, target=None, target_text="", key="rps
     return entry
 
 
-def load_rows(stack, users, incidents):
+def load_rows(stack, users, incidents, dsn=None):
     """Grow users and incidents to the given sizes (bulk SQL; the count triggers see one statement)."""
-    have = stack.sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM incidents)")[0]
+    have = stack.sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM incidents)", dsn=dsn)[0]
     if users > have[0]:
         stack.sql(
             """
@@ -221,6 +241,7 @@ def load_rows(stack, users, incidents):
             FROM generate_series(%s, %s) AS g
             """,
             (have[0] + 1, users),
+            dsn=dsn,
         )
     if incidents > have[1]:
         stack.sql(
@@ -232,12 +253,13 @@ def load_rows(stack, users, incidents):
             FROM generate_series(%s, %s) AS g
             """,
             (have[1] + 1, incidents),
+            dsn=dsn,
         )
-    stack.settle()
+    stack.settle(dsn)
 
 
 def cache_rows(runner, quick):
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     static = lambda: runner.wrk("/bench/static")  # noqa: E731
     bare = lambda: runner.wrk("/bench/bare/users/1")  # noqa: E731
     for path in ("/users/1", "/users"):
@@ -262,42 +284,43 @@ def write_rows(runner, stack):
             row("write PUT", "PUT /users/<id>, ids 1..1000", mean_of([put]))]
 
 
-def growth_rows(runner, stack, sizes):
+def growth_rows(runner, sizes, rounds):
+    """p50 of list queries on each size's database, the sizes measured in turns."""
     seconds = max(1, runner.seconds // 2)
     queries = {
-        "users, first page": lambda n: "/bench/nocache/users?page_size=100",
-        "users, deep page (cursor)": lambda n: f"/bench/nocache/users?page_size=100&cursor={n - 150}",
-        "incidents, status+source filter": lambda n: "/bench/nocache/incident/get?status=failed&source=partner",
-        "incidents, filter, deep (cursor)": lambda n: "/bench/nocache/incident/get?status=failed&cursor=1000",
-        # Last, with few connections: at a million rows each request scans the table.
-        "users, deep page (page number)": lambda n: f"/bench/nocache/users?page_size=100&page={n // 100 - 1}",
+        "users, first page": lambda n: "users?page_size=100",
+        "users, deep page (cursor)": lambda n: f"users?page_size=100&cursor={n - 150}",
+        "incidents, status+source filter": lambda n: "incident/get?status=failed&source=partner",
+        "incidents, filter, deep (cursor)": lambda n: "incident/get?status=failed&cursor=1000",
+        # Few connections: at a million rows each of these requests scans the table.
+        "users, deep page (page number)": lambda n: f"users?page_size=100&page={n // 100 - 1}",
     }
-    figures = {name: {} for name in queries}
-    for size in sizes:
-        load_rows(stack, size, size)
-        for name, path in queries.items():
-            connections = 2 if "page number" in name else CONNECTIONS
-            runner.wrk(path(size), seconds=1, connections=connections)  # warm-up: pages into memory
-            figures[name][size] = runner.wrk(path(size), seconds=seconds, connections=connections)
     rows = []
     first = sizes[0]
-    for name, by_size in figures.items():
+    for name, query in queries.items():
+        connections = 2 if "page number" in name else CONNECTIONS
+        runs = {size: [] for size in sizes}
+        for size in sizes:  # warm-up: each database's pages into memory
+            runner.wrk(f"/bench/growth{size}/{query(size)}", seconds=1, connections=connections)
+        for _ in range(rounds):
+            for size in sizes:
+                runs[size].append(runner.wrk(f"/bench/growth{size}/{query(size)}", seconds=seconds,
+                                             connections=connections))
+        baseline = mean_of(runs[first])
         for size in sizes[1:]:
+            figure = mean_of(runs[size])
             # The page-number row is there to show why cursors exist: no target.
             target = None if "page number" in name else 1.5
-            ratio = by_size[size]["p50_ms"] / by_size[first]["p50_ms"]
+            ratio = figure["p50_ms"] / baseline["p50_ms"]
             rows.append({
-                "row": "growth", "what": f"{name}: {size:,} vs {first:,} rows",
-                **mean_of([by_size[size]]), "ratio": ratio,
+                "row": "growth", "what": f"{name}: {size:,} vs {first:,} rows", **figure, "ratio": ratio,
                 "target": "p50 ≤ 1.5 × the 1,000-row figure" if target else "(shown for contrast)",
-                "ok": ratio <= target if target else None,
-                "baseline": mean_of([by_size[first]]),
+                "ok": ratio <= target if target else None, "baseline": baseline,
             })
     return rows
 
 
-def zipf_row(runner, users):
-    ids = min(users, 10_000)
+def zipf_row(runner, ids):
     mix = {"script": "zipf.lua", "IDS": str(ids), "READ_SHARE": "0.95"}
     # Warm up past L1's 5 s first: the measured part then shows the steady state
     # in which L1 entries expire and L2 (60 s) answers for them.
@@ -414,13 +437,14 @@ def main():
 
     stack = BenchStack(web)
     try:
-        stack.up()
+        stack.up(growth_sizes=sizes)
         runner = Runner(stack, seconds)
-        load_rows(stack, 1000, 1000)
+        mixed_users = 1000 if args.quick else 10_000
+        load_rows(stack, mixed_users, 1000)
         rows = cache_rows(runner, args.quick)
         rows += write_rows(runner, stack)
-        rows += growth_rows(runner, stack, sizes)
-        rows.append(zipf_row(runner, sizes[-1]))
+        rows += growth_rows(runner, sizes, rounds=1 if args.quick else 2)
+        rows.append(zipf_row(runner, mixed_users))
         memory = {"gunicorn workers": stack.peak_rss_mb("app/gunicorn.pid"),
                   "celery worker pool": stack.peak_rss_mb("worker/celery.pid")}
     finally:
