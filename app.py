@@ -28,9 +28,9 @@ def create_app(test_config=None):
 
     request_log.configure_logging(app.config["LOG_LEVEL"])
     register_http(app)
-    register_proxy(app)
     register_infrastructure(app)
     register_blueprints(app)
+    register_proxy(app)  # outermost: everything inside sees the client nginx reported
     return app
 
 
