@@ -27,7 +27,7 @@ def web_settings():
     return {
         "bind": _str("WEB_BIND", "127.0.0.1:8000"),
         "workers": _int("WEB_WORKERS", 2),
-        "threads": _int("WEB_THREADS", 4),
+        "threads": _int("WEB_THREADS", 2),
         # Longer than nginx's upstream keepalive_timeout (60 s) so that nginx,
         # not gunicorn, closes idle connections: no request races a close.
         "keepalive": _int("WEB_KEEPALIVE", 75),
