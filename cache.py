@@ -179,8 +179,9 @@ class Cache:
             ),
         )
 
-    def invalidate(self, ns, item_id=None):
-        """Call after commit: drop the item's entry and retire every list of ``ns``."""
+    def invalidate(self, ns, item_id=None, lists=True):
+        """Call after commit: drop the item's entry and, unless ``ns`` caches no
+        lists (``lists=False``), retire every list of ``ns``."""
         backend = self._backend()
         if not backend.enabled:
             return
@@ -190,7 +191,8 @@ class Cache:
                 key = f"{FORMAT}:{ns}:item:{item_id}"
                 pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
                 pipe.delete(key)
-            pipe.incr(f"{FORMAT}:{ns}:gen")
+            if lists:
+                pipe.incr(f"{FORMAT}:{ns}:gen")
             pipe.execute()
         except redis.RedisError as error:
             log.error("redis invalidation of %s:%s failed: %s", ns, item_id, error)

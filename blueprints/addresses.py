@@ -99,7 +99,7 @@ class CustomerAddresses(MethodView):
             """,
             (entry["phone"], entry["address"]),
         )
-        cache.invalidate(NS, entry["phone"])
+        cache.invalidate(NS, entry["phone"], lists=False)
         return {"detail": "Created", "customer_addr": entry}
 
     @blp.arguments(CustomerAddressSchema)
@@ -119,7 +119,7 @@ class CustomerAddresses(MethodView):
         )
         if found is None:
             abort(404, message=_missing(entry["phone"]))
-        cache.invalidate(NS, entry["phone"])
+        cache.invalidate(NS, entry["phone"], lists=False)
         return {"detail": "Updated", "customer_addr": entry}
 
     @blp.arguments(PhoneQueryArgsSchema, location="query")
@@ -130,5 +130,5 @@ class CustomerAddresses(MethodView):
         phone = args["phone"]
         if db.write_one("DELETE FROM customer_addresses WHERE phone = %s RETURNING phone", (phone,)) is None:
             abort(404, message=_missing(phone))
-        cache.invalidate(NS, phone)
+        cache.invalidate(NS, phone, lists=False)
         return ""

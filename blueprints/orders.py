@@ -192,7 +192,7 @@ class OrderById(MethodView):
                     abort(409, message=f"An order that is {row['status']} cannot become {wanted}.")
                 cur.execute("UPDATE orders SET status = %s WHERE id = %s", (wanted, order_id))
                 row["status"] = wanted
-        cache.invalidate(NS, _cache_id(account, order_id))
+        cache.invalidate(NS, _cache_id(account, order_id), lists=False)
         return json_response(to_json(_order.dump(row)))
 
 
@@ -251,7 +251,7 @@ def process_order(order_id):
             """,
             (consistent, order_id),
         )
-    cache.invalidate(NS, _cache_id(row["user_id"], order_id))
+    cache.invalidate(NS, _cache_id(row["user_id"], order_id), lists=False)
     return "processed" if consistent else "canceled: total does not match items"
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg2
@@ -65,9 +66,12 @@ class BenchStack:
         return f"http://127.0.0.1:{self.port}"
 
     def up(self, growth_sizes=()):
+        # The baselines' nginx locations go in first, so one `stack.sh up` starts
+        # nginx with them (upstream sockets and files may appear later).
+        (self.dir / "bench").mkdir()
+        self._nginx_baselines(growth_sizes)
         subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True, stderr=subprocess.DEVNULL)
         self.settings = dict(re.findall(r"^(\w+)='(.*)'$", (self.dir / "stack.env").read_text(), re.MULTILINE))
-        (self.dir / "bench").mkdir()
         body = self.get("/users/1")
         (self.dir / "bench" / "users-1.json").write_bytes(body)
         self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
@@ -78,11 +82,8 @@ class BenchStack:
             # measured in turns, as a ratio and its baseline should be.
             dsn = self.growth_database(size)
             self._gunicorn(f"growth{size}", "app:app", {"CACHE_ENABLED": "false", "DATABASE_URL": dsn})
-        self._nginx_baselines(growth_sizes)
 
     def get(self, path):
-        import urllib.request
-
         with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
             return response.read()
 
@@ -119,11 +120,13 @@ class BenchStack:
             add_header X-Cache-Status $api_cache_status always;
         """
         apps = ["bare", "nocache"] + [f"growth{size}" for size in growth_sizes]
-        (self.dir / "nginx" / "extra" / "http-bench.conf").write_text("".join(
+        extra = self.dir / "nginx" / "extra"
+        extra.mkdir(parents=True)
+        (extra / "http-bench.conf").write_text("".join(
             f"upstream bench_{name} {{ server unix:{bench}/{name}.sock; keepalive 32; keepalive_timeout 60s; }}\n"
             for name in apps
         ))
-        (self.dir / "nginx" / "extra" / "server-bench.conf").write_text(f"""
+        (extra / "server-bench.conf").write_text(f"""
             location = /bench/static {{
                 alias {bench}/users-1.json;
                 default_type application/json;
@@ -131,8 +134,6 @@ class BenchStack:
             }}
             location /bench/l1off/ {{ proxy_pass http://api/; {proxy} }}
         """ + "".join(f"location /bench/{name}/ {{ proxy_pass http://bench_{name}/; {proxy} }}\n" for name in apps))
-        subprocess.run([ROOT / "scripts" / "stack.sh", "up"], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def sql(self, statement, params=(), dsn=None, autocommit=False):
         conn = psycopg2.connect(dsn or self.settings["DATABASE_URL"])

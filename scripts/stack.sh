@@ -62,16 +62,14 @@ write_env() {
     [ -f "$env" ] && return
     local pg_sock_dir
     pg_sock_dir=$(pg_dir)/run
-    umask 077
-    # Sourced by the shell: values are single-quoted.
-    cat >"$env" <<ENV
+    # Sourced by the shell: values are single-quoted. Only the owner may read the secret.
+    (umask 077 && cat >"$env") <<ENV
 APP_ENV='development'
 SECRET_KEY='$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')'
 DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'
 REDIS_URL='unix://$REDIS_SOCK?db=0'
 WEB_BIND='unix:$APP_SOCK'
 ENV
-    umask 022
 }
 
 start_postgres() {
