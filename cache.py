@@ -17,9 +17,13 @@ has already retired. Writers invalidate after commit.
 Redis trouble never fails a request: every call has a short timeout and no
 retries, errors are logged and the request is served from PostgreSQL. After
 an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds; invalidations
-are always attempted.
+are always attempted. An invalidation Redis missed is kept and replayed every
+``CACHE_RETRY_AFTER`` seconds until it lands, and until it does this process
+reads nothing from Redis: a Redis that was unreachable but kept its data (a
+network partition, a paused container) must not serve what a write replaced.
 """
 
+import itertools
 import logging
 import os
 import secrets
@@ -77,6 +81,17 @@ class _Backend:
         self.ttl = cfg["CACHE_TTL"]
         self.retry_after = cfg["CACHE_RETRY_AFTER"]
         self.down_until = 0.0
+        self._forget_pending()
+        # A forked child (Celery's pool) starts empty: its parent replays its own.
+        os.register_at_fork(after_in_child=self._forget_pending)
+
+    def _forget_pending(self):
+        # Invalidations Redis missed: (ns, item_id, lists) -> when it last
+        # missed one, so a replay never drops a miss newer than itself.
+        self._pending = {}
+        self._misses = itertools.count()
+        self._replaying = False
+        self._lock = threading.Lock()
 
     @property
     def client(self):
@@ -107,7 +122,47 @@ class _Backend:
         return self._get_list(keys=keys, args=args, client=self.client)
 
     def reads_enabled(self):
-        return time.monotonic() >= self.down_until
+        return time.monotonic() >= self.down_until and not self._pending
+
+    def invalidate(self, targets):
+        """Apply ``targets`` ((ns, item_id, lists) tuples) in one transaction;
+        on failure keep them for the replay thread."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for ns, item_id, lists in targets:
+                if item_id is not None:
+                    key = f"{FORMAT}:{ns}:item:{item_id}"
+                    pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
+                    pipe.delete(key)
+                if lists:
+                    pipe.incr(f"{FORMAT}:{ns}:gen")
+            pipe.execute()
+        except redis.RedisError as error:
+            log.error("redis invalidation of %s failed, replaying it later: %s", sorted(targets, key=str), error)
+            self.failed("invalidate", error)
+            with self._lock:
+                self._pending.update((target, next(self._misses)) for target in targets)
+                if not self._replaying:
+                    self._replaying = True
+                    threading.Thread(target=self._replay, name="cache-replay", daemon=True).start()
+            return False
+        return True
+
+    def _replay(self):
+        while True:
+            time.sleep(self.retry_after)
+            with self._lock:
+                missed = dict(self._pending)
+            if not self.invalidate(missed):
+                continue  # still missing; invalidate() kept them
+            with self._lock:
+                for target, miss in missed.items():
+                    if self._pending.get(target) == miss:
+                        del self._pending[target]
+                if not self._pending:
+                    self._replaying = False
+                    log.warning("redis is back: missed invalidations replayed (%d)", len(missed))
+                    return
 
     def failed(self, action, error):
         if self.reads_enabled():
@@ -183,20 +238,8 @@ class Cache:
         """Call after commit: drop the item's entry and, unless ``ns`` caches no
         lists (``lists=False``), retire every list of ``ns``."""
         backend = self._backend()
-        if not backend.enabled:
-            return
-        try:
-            pipe = backend.client.pipeline(transaction=True)
-            if item_id is not None:
-                key = f"{FORMAT}:{ns}:item:{item_id}"
-                pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
-                pipe.delete(key)
-            if lists:
-                pipe.incr(f"{FORMAT}:{ns}:gen")
-            pipe.execute()
-        except redis.RedisError as error:
-            log.error("redis invalidation of %s:%s failed: %s", ns, item_id, error)
-            backend.failed("invalidate", error)
+        if backend.enabled:
+            backend.invalidate({(ns, item_id, lists)})
 
 
 cache = Cache()

@@ -9,6 +9,8 @@ scripts/test.sh starts a throwaway stack and exports its settings:
 
 import os
 import shutil
+import socket
+import threading
 import subprocess
 import tempfile
 import time
@@ -142,3 +144,68 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+@pytest.fixture
+def redis_link(redis_server):
+    """The path to ``redis_server`` through a link the test may cut and mend."""
+    link = Link(redis_server.socket_path)
+    yield link
+    link.close()
+
+
+class Link:
+    """A unix-socket relay to Redis. ``cut()`` drops every connection and
+    refuses new ones, as a partition looks to the app; Redis keeps its data."""
+
+    def __init__(self, target_path):
+        self.target_path = target_path
+        self.path = target_path + ".link"
+        self.url = f"unix://{self.path}"
+        self.up = True
+        self._sockets = []
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(self.path)
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target_path)
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def cut(self):
+        self.up = False
+        for end in self._sockets:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._sockets = []
+
+    def mend(self):
+        self.up = True
+
+    def close(self):
+        self.cut()
+        self._listener.close()

@@ -132,6 +132,29 @@ def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server):
     assert client.get("/health").get_json()["cache"] == "ok"
 
 
+def test_a_write_redis_missed_is_replayed_before_its_entry_is_served(make_app, redis_server, redis_link):
+    """Redis cut off (a partition): it keeps the old entry, and a write's
+    invalidation cannot reach it. The write must not be masked afterwards."""
+    client = make_app(REDIS_URL=redis_link.url).test_client()
+    client.get("/users/1")
+    assert l2(client.get("/users/1")) == "HIT"
+
+    redis_link.cut()
+    assert client.put("/users/1", json={"name": "Alice Cut Off"}).status_code == 200
+    redis_link.mend()
+    # Until the replay lands this process reads PostgreSQL only.
+    read = client.get("/users/1")
+    assert (l2(read), read.get_json()["name"]) == ("DOWN", "Alice Cut Off")
+
+    deadline = time.monotonic() + 5
+    while l2(read) == "DOWN" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        read = client.get("/users/1")
+    assert l2(read) == "MISS" and read.get_json()["name"] == "Alice Cut Off"
+    assert redis.Redis.from_url(redis_server.url).get("v1:users:item:1").decode() == read.get_data(as_text=True).strip()
+    assert l2(client.get("/users/1")) == "HIT"
+
+
 def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
     """A listener that accepts and stays silent: requests still answer, quickly."""
     silent = socket.socket()
