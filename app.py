@@ -61,6 +61,9 @@ def register_http(app):
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.session_interface = NoSessions()
+    # nginx refuses bodies over 1 MiB (client_max_body_size); the app keeps the
+    # same limit for anything that reaches it another way.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
 
 
 class NoSessions(SessionInterface):

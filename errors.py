@@ -10,14 +10,18 @@ import logging
 
 import psycopg2
 import psycopg2.errors
-from flask import jsonify
+from flask import current_app, jsonify, request
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
 from db import PoolTimeout
 
 log = logging.getLogger(__name__)
+
+# Where nginx asks which methods a path allows (nginx/cache.conf, @error_405).
+REFUSED_METHOD_PATH = "/_refused-method"
 
 # Unique constraints (init.sql) and what a client is told when it breaks one.
 CONFLICT_MESSAGES = {
@@ -36,7 +40,10 @@ class JSONBodyParser(FlaskParser):
     def _raw_load_json(self, req):
         if not is_json_request(req):
             abort(415, message="Send the body as JSON with 'Content-Type: application/json'.")
-        return super()._raw_load_json(req)
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:  # [[[[... deeper than Python's json can parse
+            abort(400, message="The body is nested too deeply.")
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         abort(400, message="The body is not valid JSON.")
@@ -62,6 +69,20 @@ def handle_database_error(error):
     return error_response(500, "Internal server error.")
 
 
+def handle_method_not_allowed(error):
+    """The usual shape, plus the Allow header RFC 9110 asks of every 405."""
+    return error_response(405, "The method is not allowed for this URL.", {"Allow": ", ".join(error.valid_methods)})
+
+
+def refused_method(path):
+    """The 405 the app gives to a method ``/path`` does not take, for nginx,
+    which refuses TRACE itself and cannot know what a resource allows."""
+    allowed = current_app.create_url_adapter(request).allowed_methods("/" + path)
+    if not allowed:
+        return error_response(404, "No such resource.")
+    return handle_method_not_allowed(MethodNotAllowed(allowed))
+
+
 def handle_pool_timeout(error):
     log.error("no database connection free in time")
     return error_response(503, "The service is busy; try again shortly.", {"Retry-After": "1"})
@@ -70,3 +91,5 @@ def handle_pool_timeout(error):
 def init_app(app):
     app.register_error_handler(psycopg2.Error, handle_database_error)
     app.register_error_handler(PoolTimeout, handle_pool_timeout)
+    app.register_error_handler(MethodNotAllowed, handle_method_not_allowed)
+    app.add_url_rule(f"{REFUSED_METHOD_PATH}/<path:path>", view_func=refused_method)

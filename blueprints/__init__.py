@@ -26,7 +26,8 @@ PAGINATION_DOC = {
 class PageArgsSchema(ma.Schema):
     """Page numbers (cheap near the start) or a cursor (as cheap at any depth)."""
 
-    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    # Any page times the largest page size (1000) still fits a bigint OFFSET.
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(1, MAX_BIGINT // 1000))
     cursor = ma.fields.Integer(
         validate=ma.validate.Range(0, MAX_BIGINT),
         metadata={"description": "next_cursor from the previous page's X-Pagination: no cost that grows with depth"},
@@ -81,10 +82,27 @@ def cached_list(ns, query, load):
     return json_response(body, headers=headers, l2=l2)
 
 
-def printable(value):
-    """Validator: no control characters (newlines, tabs, NUL, escapes)."""
-    if any(not ch.isprintable() for ch in value):
-        raise ma.ValidationError("Must not contain control characters.")
+class WholeMatch(ma.validate.Regexp):
+    """Regexp that must match the whole value (``$`` alone lets a final newline
+    through). A pattern rather than a function, so /openapi.json states the rule."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self.error)
+        return value
+
+
+# C0 and C1 controls, DEL, line and paragraph separators, and lone surrogates
+# (which PostgreSQL cannot store). Everything else, emoji sequences included, is text.
+_OTHER_CONTROLS = r"\x7f-\x9f\u2028\u2029\ud800-\udfff"
+printable = WholeMatch(
+    rf"^[^\x00-\x1f{_OTHER_CONTROLS}]*$",
+    error="Must not contain control characters.",
+)
+printable_with_line_breaks = WholeMatch(
+    rf"^[^\x00-\x08\x0b-\x1f{_OTHER_CONTROLS}]*$",
+    error="Must not contain control characters other than newlines and tabs.",
+)
 
 
 class TrimmedSchema(ma.Schema):

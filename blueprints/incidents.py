@@ -15,6 +15,7 @@ from blueprints import (
     cached_item,
     cached_list,
     pagination_header,
+    printable_with_line_breaks,
 )
 from cache import cache
 from responses import json_response, pack, to_json
@@ -31,18 +32,27 @@ CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
 def _meaningful(message):
     if message.lower() in PLACEHOLDERS:
         raise ma.ValidationError("Describe the incident: placeholders are not accepted.")
-    if any(not (ch.isprintable() or ch in "\n\t") for ch in message):
-        raise ma.ValidationError("Must not contain control characters other than newlines and tabs.")
 
 
 class IncidentCreateSchema(TrimmedSchema):
     incident_message = ma.fields.String(
         required=True,
-        validate=[ma.validate.Length(5, 1000), _meaningful],
+        validate=[ma.validate.Length(5, 1000), printable_with_line_breaks, _meaningful],
         metadata={"description": "5 to 1000 characters after trimming; not test/none/null"},
     )
     incident_type = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
     source = ma.fields.String(required=True, validate=ma.validate.OneOf(SOURCES))
+
+
+class SecondsTimestamp(ma.fields.String):
+    """A UTC time as ``YYYY-MM-DD HH:MM:SS``, the incident API's original format.
+
+    A String, not DateTime(format=...): apispec documents a custom DateTime
+    format as ``format: null``, which is not valid OpenAPI.
+    """
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.strftime(CREATED_AT_FORMAT)
 
 
 class IncidentSchema(ma.Schema):
@@ -50,7 +60,9 @@ class IncidentSchema(ma.Schema):
     incident_message = ma.fields.String(attribute="message")
     incident_type = ma.fields.String(attribute="status")
     source = ma.fields.String()
-    created_at = ma.fields.DateTime(format=CREATED_AT_FORMAT, metadata={"description": "UTC"})
+    created_at = SecondsTimestamp(
+        metadata={"description": "UTC, YYYY-MM-DD HH:MM:SS", "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"}
+    )
 
 
 class IncidentCreatedSchema(ma.Schema):

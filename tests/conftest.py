@@ -7,14 +7,17 @@ scripts/test.sh starts a throwaway stack and exports its settings:
   BASE_URL                 the stack's nginx, for the tests of the L1 level.
 """
 
+import http.client
+import json
 import os
 import shutil
 import socket
-import threading
 import subprocess
 import tempfile
+import threading
 import time
-from urllib.parse import parse_qsl, urlencode
+import uuid
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg2
 import pytest
@@ -209,3 +212,55 @@ class Link:
     def close(self):
         self.cut()
         self._listener.close()
+
+
+# Through the stack's nginx, over HTTP at BASE_URL.
+
+@pytest.fixture(scope="session")
+def base_url():
+    url = os.environ.get("BASE_URL")
+    if not url:
+        pytest.exit("BASE_URL is not set: run the tests with 'make test'", returncode=2)
+    return url
+
+
+class Reply:
+    def __init__(self, response):
+        self.status = response.status
+        self.headers = response.headers
+        self.body = response.read()
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def l1(self):
+        return self.headers["X-Cache-Status"]
+
+
+@pytest.fixture
+def send(base_url):
+    parts = urlsplit(base_url)
+
+    def request(method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+        headers = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            return Reply(conn.getresponse())
+        finally:
+            conn.close()
+
+    return request
+
+
+@pytest.fixture
+def new_user(send):
+    """A user of this test's own, so runs never depend on each other."""
+    tag = uuid.uuid4().hex[:10]
+    reply = send("POST", "/users", {"name": f"L1 {tag}", "email": f"l1-{tag}@example.com"})
+    assert reply.status == 201
+    return reply.json()["id"]

@@ -1,69 +1,15 @@
 """L1: the stack's nginx in front of gunicorn, reached over HTTP at BASE_URL."""
 
-import http.client
-import json
-import os
 import re
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    url = os.environ.get("BASE_URL")
-    if not url:
-        pytest.exit("BASE_URL is not set: run the tests with 'make test'", returncode=2)
-    return url
-
-
-class Reply:
-    def __init__(self, response):
-        self.status = response.status
-        self.headers = response.headers
-        self.body = response.read()
-
-    def json(self):
-        return json.loads(self.body)
-
-    @property
-    def l1(self):
-        return self.headers["X-Cache-Status"]
-
-
-@pytest.fixture
-def send(base_url):
-    parts = urlsplit(base_url)
-
-    def request(method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
-        headers = dict(headers or {})
-        if body is not None and not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-            headers.setdefault("Content-Type", "application/json")
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            return Reply(conn.getresponse())
-        finally:
-            conn.close()
-
-    return request
-
-
-@pytest.fixture
-def new_user(send):
-    """A user of this test's own, so runs never depend on each other."""
-    tag = uuid.uuid4().hex[:10]
-    reply = send("POST", "/users", {"name": f"L1 {tag}", "email": f"l1-{tag}@example.com"})
-    assert reply.status == 201
-    return reply.json()["id"]
 
 
 def test_every_response_says_what_l1_did(send, new_user):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from blueprints import printable
 from tests.helpers import assert_error
 
 
@@ -99,6 +100,8 @@ def test_create_read_list_update_delete(client):
         {"name": "Long", "email": "a" * 95 + "@example.com"},
         {"name": None, "email": "null@example.com"},
         {"name": "Bell\x07", "email": "bell@example.com"},
+        {"name": "Two\nlines", "email": "newline@example.com"},
+        {"name": "C1\x85control", "email": "c1@example.com"},
         {"name": "Extra", "email": "extra@example.com", "role": "admin"},
         ["not", "an", "object"],
     ],
@@ -109,9 +112,34 @@ def test_create_rejects_invalid_users_and_stores_nothing(client, body):
     assert user_count(client) == before
 
 
+def test_a_lone_surrogate_escape_is_rejected_not_a_server_error(client):
+    body = '{"name": "Lone \\ud800 half", "email": "surrogate@example.com"}'
+    assert_error(client.post("/users", data=body, content_type="application/json"), 422)
+    assert user_count(client) == 3
+
+
+def test_a_body_over_one_mib_is_refused_by_the_app_too(client):
+    body = '{"name": "%s", "email": "big@example.com"}' % ("x" * (1024 * 1024))
+    assert_error(client.post("/users", data=body, content_type="application/json"), 413)
+    assert user_count(client) == 3
+
+
 def test_create_accepts_the_longest_valid_values(client):
     response = client.post("/users", json={"name": "n" * 100, "email": "e" * 88 + "@example.com"})
     assert response.status_code == 201
+
+
+@pytest.mark.parametrize("name", ["Zoë Ørsted", "王秀英", "👩\u200d💻 Dev", "O'Brien; DROP TABLE users;--"])
+def test_any_text_without_control_characters_is_stored_verbatim(client, name):
+    created = client.post("/users", json={"name": name, "email": "text@example.com"})
+    assert created.status_code == 201
+    assert client.get(f"/users/{created.get_json()['id']}").get_json()["name"] == name
+
+
+def test_the_text_rule_is_stated_in_the_openapi_document(client):
+    spec = client.get("/openapi.json").get_json()
+    name = spec["components"]["schemas"]["User"]["properties"]["name"]
+    assert name["pattern"] == printable.regex.pattern
 
 
 def test_create_rejects_a_duplicate_email_whatever_its_case(client):
