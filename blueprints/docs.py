@@ -1,11 +1,27 @@
-"""Docs in a browser: Swagger UI served from the swagger-ui-bundle package, no CDN."""
+"""Docs in a browser: Swagger UI served from the swagger-ui-bundle package, no CDN.
+
+The page and its start-up script are files of our own (docs_page/): with no
+inline script, nginx can send a Content-Security-Policy of script-src 'self'.
+"""
+
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
 blp = Blueprint("docs", __name__)
 
-ASSETS_URL = "/docs/assets/"
+PAGE_DIR = Path(__file__).parent / "docs_page"
+
+
+@blp.get("/docs")
+def swagger_ui():
+    return send_from_directory(PAGE_DIR, "index.html", max_age=60)
+
+
+@blp.get("/docs/swagger-init.js")
+def swagger_ui_init():
+    return send_from_directory(PAGE_DIR, "swagger-init.js", max_age=60)
 
 
 @blp.get("/docs/assets/<path:filename>")

@@ -136,3 +136,11 @@ def test_one_accounts_order_never_reaches_another_through_either_cache(send):
     nobody = send("GET", path)
     assert nobody.status == 401 and b"Secret" not in nobody.body
     assert send("GET", path).l1 == "MISS"  # the 401 was not stored either
+
+
+@pytest.mark.parametrize("path", ["/users/1", "/users/abc", "/nothing/here"])
+def test_security_headers_are_set_by_nginx_on_every_answer(send, path):
+    headers = send("GET", path).headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
