@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test logs bench
+.PHONY: up down reset status test faults logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -17,8 +17,11 @@ status:  ## what is running
 logs:  ## follow the app's and nginx's logs
 	tail -F .stack/app/app.log .stack/worker/worker.log .stack/nginx/access.log
 
-test:  ## lint, then pytest and test_app.sh against a throwaway stack
+test:  ## lint, then the suite and the fault drills, each against a throwaway stack
 	scripts/test.sh
+
+faults:  ## only the fault and security drills (tests/reliability), on a throwaway stack
+	scripts/test.sh faults
 
 bench:  ## benchmark the cache levels against same-run baselines; writes docs/benchmarks.md
 	WITH_TEST_TOOLS=1 scripts/install-deps.sh

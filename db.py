@@ -6,6 +6,7 @@ writes go through ``transaction()``.
 """
 
 import os
+import select
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,8 +43,14 @@ class ConnectionPool:
             raise PoolTimeout()
         try:
             with self._lock:
-                if self._idle:
-                    return self._idle.pop()
+                conn = self._idle.pop() if self._idle else None
+            if conn is not None and not _hung_up(conn):
+                return conn
+            if conn is not None:
+                # The server said goodbye while this one sat idle (a restart):
+                # so did it to the other idle ones.
+                conn.close()
+                self.discard_idle()
             conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
             conn.autocommit = True
             return conn
@@ -70,6 +77,13 @@ class ConnectionPool:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _hung_up(conn):
+    """An idle connection has nothing to read, unless the server has sent its
+    "terminating connection" or closed the socket: one poll, no round trip."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    return bool(readable)
 
 
 def _is_broken(conn):

@@ -1,5 +1,7 @@
 """One blueprint per domain; the shared pieces every domain blueprint uses."""
 
+import re
+
 import flask_smorest
 import marshmallow as ma
 from flask_smorest import abort
@@ -82,25 +84,28 @@ def cached_list(ns, query, load):
     return json_response(body, headers=headers, l2=l2)
 
 
-class WholeMatch(ma.validate.Regexp):
-    """Regexp that must match the whole value (``$`` alone lets a final newline
-    through). A pattern rather than a function, so /openapi.json states the rule."""
+class TextRule(ma.validate.Regexp):
+    """A pattern the whole value must match, stated in /openapi.json.
+
+    ``fullmatch``, as ``$`` alone would let a final newline through. Lone
+    surrogates (only a JSON ``\\ud800`` escape makes one; PostgreSQL cannot
+    store them) are refused beside the pattern: the regex engines that check
+    JSON Schema patterns work on text that cannot hold them.
+    """
+
+    _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
     def __call__(self, value):
-        if self.regex.fullmatch(value) is None:
+        if self.regex.fullmatch(value) is None or self._SURROGATE.search(value):
             raise ma.ValidationError(self.error)
         return value
 
 
-# C0 and C1 controls, DEL, line and paragraph separators, and lone surrogates
-# (which PostgreSQL cannot store). Everything else, emoji sequences included, is text.
-_OTHER_CONTROLS = r"\x7f-\x9f\u2028\u2029\ud800-\udfff"
-printable = WholeMatch(
-    rf"^[^\x00-\x1f{_OTHER_CONTROLS}]*$",
-    error="Must not contain control characters.",
-)
-printable_with_line_breaks = WholeMatch(
-    rf"^[^\x00-\x08\x0b-\x1f{_OTHER_CONTROLS}]*$",
+# C0 and C1 controls, DEL, line and paragraph separators. Everything else,
+# emoji sequences included, is text.
+printable = TextRule(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$", error="Must not contain control characters.")
+printable_with_line_breaks = TextRule(
+    r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*$",
     error="Must not contain control characters other than newlines and tabs.",
 )
 

@@ -6,6 +6,9 @@
 #   scripts/stack.sh down     stop everything, keep the data
 #   scripts/stack.sh reset    stop everything and delete the data
 #   scripts/stack.sh status   what is running
+#   scripts/stack.sh stop|start SERVICE
+#                             one of postgres, redis, app, worker, nginx (fault drills;
+#                             `start app` reloads running workers, like `up`)
 #
 # Only nginx listens on TCP (LISTEN_HOST:PORT); the others use unix sockets
 # inside STACK_DIR, so several stacks never collide on a port.
@@ -203,18 +206,39 @@ The API answers on http://$LISTEN_HOST:$PORT  (docs: http://$LISTEN_HOST:$PORT/d
 INFO
 }
 
-down() {
-    [ -d "$STACK_DIR" ] || return 0
-    stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
-    stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
-    stop_pidfile celery "$STACK_DIR/worker/celery.pid"
-    stop_pidfile redis "$STACK_DIR/redis/redis.pid"
+stop_postgres() {
     local dir
     dir=$(pg_dir)
     if [ -f "$dir/data/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
         log "postgres: stopped"
     fi
+}
+
+down() {
+    [ -d "$STACK_DIR" ] || return 0
+    stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
+    stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
+    stop_pidfile celery "$STACK_DIR/worker/celery.pid"
+    stop_pidfile redis "$STACK_DIR/redis/redis.pid"
+    stop_postgres
+}
+
+service() {  # service start|stop NAME
+    [ -f "$STACK_DIR/stack.env" ] || die "no stack in $STACK_DIR: run 'up' first"
+    case "$1:${2:-}" in
+        start:postgres) start_postgres ;;
+        start:redis) start_redis ;;
+        start:app) start_app ;;
+        start:worker) start_worker ;;
+        start:nginx) start_nginx ;;
+        stop:postgres) stop_postgres ;;
+        stop:redis) stop_pidfile redis "$STACK_DIR/redis/redis.pid" ;;
+        stop:app) stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid" ;;
+        stop:worker) stop_pidfile celery "$STACK_DIR/worker/celery.pid" ;;
+        stop:nginx) stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid" ;;
+        *) die "usage: $0 $1 postgres|redis|app|worker|nginx" ;;
+    esac
 }
 
 reset() {
@@ -242,5 +266,6 @@ case "${1:-}" in
     down) down ;;
     reset) reset ;;
     status) status ;;
-    *) echo "usage: $0 up|down|reset|status" >&2; exit 2 ;;
+    start | stop) service "$1" "${2:-}" ;;
+    *) echo "usage: $0 up|down|reset|status|start SERVICE|stop SERVICE" >&2; exit 2 ;;
 esac

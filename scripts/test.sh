@@ -1,50 +1,92 @@
 #!/usr/bin/env bash
-# `make test`: lint the container files, start a throwaway stack on a free port,
-# run pytest and the smoke test against it, then tear it down. A stack started
-# by `make up` is never touched. Exits non-zero on any failure.
+# `make test`: lint the container files, then two throwaway stacks on free
+# ports: the suite (pytest, test_app.sh, schemathesis, bench --quick) on the
+# first, the fault and security drills (tests/reliability) on the second.
+# `make faults` (scripts/test.sh faults) runs the drills alone. A stack started
+# by `make up` is never touched. Exits non-zero on any failure; extra
+# arguments go to the suite's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+WHAT=all
+if [ "${1:-}" = faults ]; then WHAT=faults; shift; fi
+
 WITH_TEST_TOOLS=1 scripts/install-deps.sh
 
-echo "== docker-compose config"
-docker-compose --env-file .env.example config -q && echo "docker-compose.yml is valid"
-echo "== hadolint Dockerfile"
-.venv/bin/hadolint Dockerfile && echo "Dockerfile is clean"
-
-# Every request of the run comes from 127.0.0.1: the production limits (5 and
-# 10 a minute) would throttle the suite itself. The limits are tested with
-# their own settings in tests/test_orders.py.
-export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
-
-STACK_DIR=$(mktemp -d /tmp/api-test.XXXXXX)
-PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export STACK_DIR PORT
-
+STACK_DIR=
 finish() {
     local status=$?
-    if [ "$status" -ne 0 ] && [ -d "$STACK_DIR" ]; then
+    if [ "$status" -ne 0 ] && [ -d "${STACK_DIR:-}" ]; then
         echo "== the test stack's last log lines ($STACK_DIR)"
         tail -n 20 "$STACK_DIR/app/app.log" "$STACK_DIR/worker/worker.log" "$STACK_DIR/nginx/error.log" 2>/dev/null || true
     fi
-    scripts/stack.sh reset >/dev/null 2>&1 || true
+    [ -z "$STACK_DIR" ] || scripts/stack.sh reset >/dev/null 2>&1 || true
     exit "$status"
 }
 trap finish EXIT
 
-echo "== starting a throwaway stack in $STACK_DIR, nginx on port $PORT"
-scripts/stack.sh up 2>&1 | grep -v '^$'
+start_stack() {  # a new stack on a free port, its settings exported
+    STACK_DIR=$(mktemp -d /tmp/api-test.XXXXXX)
+    PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    export STACK_DIR PORT
+    echo "== starting a throwaway stack in $STACK_DIR, nginx on port $PORT"
+    scripts/stack.sh up 2>&1 | grep -v '^$'
+    set -a
+    # shellcheck disable=SC1091
+    . "$STACK_DIR/stack.env"
+    set +a
+    export BASE_URL="http://127.0.0.1:$PORT"
+}
 
-set -a
-# shellcheck disable=SC1091
-. "$STACK_DIR/stack.env"
-set +a
-export BASE_URL="http://127.0.0.1:$PORT"
+stop_stack() {
+    scripts/stack.sh reset >/dev/null
+    STACK_DIR=
+}
 
-echo "== pytest"
-.venv/bin/pytest "$@"
-echo "== test_app.sh"
-./test_app.sh
-echo "== scripts/bench.py --quick (keeps the benchmark working; its figures mean nothing)"
-.venv/bin/python scripts/bench.py --quick | grep -E '^\| (L1 hit|L2 hit|miss|mixed) '
+api_token() {  # a new account's bearer token
+    local email="schemathesis-$(date +%s%N)@example.com" password="schemathesis password"
+    curl -fsS -o /dev/null -H 'Content-Type: application/json' \
+        -d "{\"name\": \"Schemathesis\", \"email\": \"$email\", \"password\": \"$password\"}" "$BASE_URL/api/user/register"
+    curl -fsS --data-urlencode "username=$email" --data-urlencode "password=$password" "$BASE_URL/api/user/token/" |
+        .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+if [ "$WHAT" = all ]; then
+    echo "== docker-compose config"
+    docker-compose --env-file .env.example config -q && echo "docker-compose.yml is valid"
+    echo "== hadolint Dockerfile"
+    .venv/bin/hadolint Dockerfile && echo "Dockerfile is clean"
+
+    # Every request of the run comes from 127.0.0.1: the production limits (5
+    # and 10 a minute) would throttle the suite itself. The limits are tested
+    # with their own settings in tests/test_orders.py and in the drills.
+    export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
+    start_stack
+
+    echo "== pytest"
+    .venv/bin/pytest --ignore=tests/reliability "$@"
+    echo "== test_app.sh"
+    ./test_app.sh
+    echo "== schemathesis: every operation of /openapi.json, through nginx"
+    # One worker: hypothesis is not thread-safe everywhere (a run with two
+    # once died inside it, not in the API).
+    report=$STACK_DIR/schemathesis.txt
+    if API_TOKEN=$(api_token) .venv/bin/schemathesis --no-color --config-file tests/schemathesis.toml \
+        run "$BASE_URL/openapi.json" --workers 1 >"$report" 2>&1; then
+        sed -n '/^API Operations/,$p' "$report"
+    else
+        cat "$report"
+        exit 1
+    fi
+    echo "== scripts/bench.py --quick (keeps the benchmark working; its figures mean nothing)"
+    .venv/bin/python scripts/bench.py --quick | grep -E '^\| (L1 hit|L2 hit|miss|mixed) '
+    stop_stack
+fi
+
+# The sign-in limit low enough to reach in a few seconds, high enough for the
+# drills' own sign-ins; orders unthrottled for the Celery drill.
+export RATE_LIMIT_AUTH="20 per minute" RATE_LIMIT_ORDERS="600 per minute"
+start_stack
+echo "== fault and security drills (tests/reliability)"
+.venv/bin/pytest tests/reliability -p no:cacheprovider
 echo "== all checks passed"

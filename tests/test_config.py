@@ -1,9 +1,12 @@
-"""Settings: every variable documented, secrets without usable defaults."""
+"""Settings and containers: every variable documented, secrets without usable
+defaults, nothing running as root."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import db
 from app import create_app
@@ -44,3 +47,34 @@ def test_no_connection_is_opened_before_the_first_request(make_app):
     assert "db_pool" not in app.extensions
     app.test_client().get("/users/1")
     assert "db_pool" in app.extensions
+
+
+def compose_services():
+    """docker-compose.yml as compose resolves it (anchors and .env.example applied)."""
+    text = subprocess.run(
+        ["docker-compose", "--env-file", ".env.example", "config"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return yaml.safe_load(text)["services"]
+
+
+def test_no_container_runs_as_root_and_redis_wants_a_password():
+    services = compose_services()
+    dockerfile_users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert dockerfile_users and dockerfile_users[-1].split(":")[0] not in ("root", "0")
+    for name in ("app", "worker"):  # the Dockerfile's user
+        assert "build" in services[name] and "user" not in services[name]
+    assert services["redis"]["user"] == "redis"
+    assert "--requirepass" in " ".join(services["redis"]["command"])
+    assert services["nginx"]["image"].startswith("nginxinc/nginx-unprivileged:")
+    # The postgres image starts as root only to drop to its postgres user.
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert all("ports" not in service for name, service in services.items() if name != "nginx")
+
+
+def test_no_secret_is_committed():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert ".env" not in tracked
+    example = (ROOT / ".env.example").read_text()
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
+        assert value == "" or "change" in value.lower() or "example" in value.lower(), name
