@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,12 +207,15 @@ class Runner:
         return json.loads(lines[-1])
 
     def paired(self, subject, baseline, rounds=2):
-        """Alternate subject and baseline so both see the same machine; the mean of each."""
-        runs = {"subject": [], "baseline": []}
+        """Alternate baseline and subject so both see the same machine: the mean
+        of each, and each round's req/s ratio (the row's ratio is their median,
+        so one round the machine spent elsewhere does not decide it)."""
+        subjects, baselines = [], []
         for _ in range(rounds):
-            runs["baseline"].append(baseline())
-            runs["subject"].append(subject())
-        return mean_of(runs["subject"]), mean_of(runs["baseline"])
+            baselines.append(baseline())
+            subjects.append(subject())
+        ratios = [s["rps"] / b["rps"] for s, b in zip(subjects, baselines)]
+        return mean_of(subjects), mean_of(baselines), ratios
 
 
 def mean_of(results):
@@ -221,11 +225,13 @@ def mean_of(results):
     return merged
 
 
-def row(name, what, result, baseline=None, target=None, target_text="", key="rps"):
+def row(name, what, result, baseline=None, target=None, target_text="", key="rps", ratios=None):
     entry = {"row": name, "what": what, **result}
     if baseline is not None:
         entry["baseline"] = baseline
         entry["ratio"] = result[key] / baseline[key] if key == "rps" else baseline[key] / result[key]
+        if ratios:
+            entry["ratio"], entry["ratio_range"] = statistics.median(ratios), (min(ratios), max(ratios))
         entry["target"] = target_text
         entry["ok"] = entry["ratio"] >= target if target is not None else None
     return entry
@@ -260,18 +266,19 @@ def load_rows(stack, users, incidents, dsn=None):
 
 
 def cache_rows(runner, quick):
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     static = lambda: runner.wrk("/bench/static")  # noqa: E731
     bare = lambda: runner.wrk("/bench/bare/users/1")  # noqa: E731
     for path in ("/users/1", "/users"):
         runner.wrk(path, seconds=1)  # warm L1 and L2
     rows = []
-    l1, base = runner.paired(lambda: runner.wrk("/users/1"), static, rounds)
-    rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85, "≥ 0.85 × nginx static"))
-    l2, base = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"), bare, rounds)
-    rows.append(row("L2 hit", "the same, L1 off, Redis warm", l2, base, 0.75, "≥ 0.75 × bare Flask"))
-    miss, base = runner.paired(lambda: runner.wrk("/bench/nocache/users/1"), bare, rounds)
-    rows.append(row("miss", "the same, L1 and L2 off", miss, base, 0.5, "≥ 0.5 × bare Flask"))
+    l1, base, ratios = runner.paired(lambda: runner.wrk("/users/1"), static, rounds)
+    rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85, "≥ 0.85 × nginx static",
+                    ratios=ratios))
+    l2, base, ratios = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"), bare, rounds)
+    rows.append(row("L2 hit", "the same, L1 off, Redis warm", l2, base, 0.75, "≥ 0.75 × bare Flask", ratios=ratios))
+    miss, base, ratios = runner.paired(lambda: runner.wrk("/bench/nocache/users/1"), bare, rounds)
+    rows.append(row("miss", "the same, L1 and L2 off", miss, base, 0.5, "≥ 0.5 × bare Flask", ratios=ratios))
     for level, path in (("L1", "/users"), ("L2", "/bench/l1off/users"), ("miss", "/bench/nocache/users")):
         rows.append(row(f"list {level}", f"GET {path} (first page, 100 rows)", mean_of([runner.wrk(path)])))
     return rows
@@ -397,6 +404,8 @@ def markdown(rows, memory, tuning, meta):
         base = r.get("baseline")
         base_text = f"{fmt(base['rps'])} ({fmt(base['p50_ms'], 2)})" if base else ""
         ratio = fmt(r["ratio"], 2) if "ratio" in r else ""
+        if "ratio_range" in r:
+            ratio += " ({}–{})".format(*(fmt(v, 2) for v in r["ratio_range"]))
         mark = {True: "met", False: "MISSED", None: ""}[r.get("ok")]
         extra = ""
         if "l1_hit_ratio" in r:
@@ -405,7 +414,9 @@ def markdown(rows, memory, tuning, meta):
             f"| {r['row']} | {r['what']}{extra} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
             f"| {r['non_2xx']} | {base_text} | {ratio} | {r.get('target', '')} | {mark} |"
         )
-    lines += ["", "Growth ratios compare p50 latency (lower is better): the figure at that size over the 1,000-row one.",
+    lines += ["", "Cache-level ratios are the median of five rounds, each the subject's req/s over its baseline's measured",
+              "just before it; the range of the five follows in brackets. Growth ratios compare p50 latency (lower is",
+              "better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + "."]
     if tuning:
