@@ -147,10 +147,10 @@ class _Backend:
                     pipe.incr(f"{FORMAT}:{ns}:gen")
             pipe.execute()
         except redis.RedisError as error:
-            log.error("redis invalidation of %s failed, replaying it later: %s", sorted(targets, key=str), error)
             self.failed("invalidate", error)
             with self._lock:
                 self._pending.update((target, next(self._misses)) for target in targets)
+                log.error("redis invalidation failed, kept to replay (%d pending): %s", len(self._pending), error)
                 if not self._replaying:
                     self._replaying = True
                     threading.Thread(target=self._replay, name="cache-replay", daemon=True).start()
