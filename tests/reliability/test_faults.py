@@ -42,9 +42,13 @@ def warm_l1(stack, ids):
     client.close()
 
 
-def no_lost_writes(stack, load):
+def lost_acknowledged_writes(stack, load, figures):
+    """Every write the load saw acknowledged, looked up in PostgreSQL: the missing ones."""
     with stack.db() as conn, conn.cursor() as cur:
-        return lost_writes(load, cur)
+        lost = lost_writes(load, cur)
+    acknowledged = sum(c.ok for c in load.calls if c.kind != "read")
+    figures.update(acknowledged_writes_found=acknowledged - len(lost), acknowledged_writes_lost=len(lost))
+    return lost
 
 
 def stale_l2(stack, ids):
@@ -78,9 +82,9 @@ def test_redis_stopped_for_ten_seconds(stack, users, figures):
         served_from_postgresql_during_outage=sum(c.l2 == "DOWN" for c in during),
         caching_resumed_after_s=resumed,
     )
-    lost = no_lost_writes(stack, load)
+    lost = lost_acknowledged_writes(stack, load, figures)
     stale = stale_l2(stack, read_ids + write_ids)
-    figures.update(acknowledged_writes_lost=len(lost), stale_l2_entries_after=len(stale))
+    figures["stale_l2_entries_after"] = len(stale)
 
     assert figures["5xx"] == 0 and figures["non_2xx"] == 0, figures
     assert figures["served_from_postgresql_during_outage"] > 0
@@ -120,8 +124,7 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
         slowest_write_during_outage_s=round(max(c.seconds for c in writes), 3),
         writes_succeed_again_after_s=recovered,
     )
-    lost = no_lost_writes(stack, load)
-    figures["acknowledged_writes_lost"] = len(lost)
+    lost = lost_acknowledged_writes(stack, load, figures)
     log = stack.log_since("app/app.log", log_offset)
 
     assert figures["reads_during_outage_not_200"] == 0, figures
@@ -149,19 +152,20 @@ def test_gunicorn_worker_killed_then_app_reloaded(stack, users, figures):
 
     reads = [c for c in load.calls if c.kind == "read"]
     writes = [c for c in load.calls if c.kind != "read"]
-    lost = no_lost_writes(stack, load)
     figures.update(load.figures())
+    lost = lost_acknowledged_writes(stack, load, figures)
     figures.update(
         reads_not_200=sum(c.status != 200 for c in reads),
         reads_served_stale_by_l1=sum(c.l1 == "STALE" for c in reads),
         writes_not_acknowledged=sum(not c.ok for c in writes),
-        acknowledged_writes_lost=len(lost),
-        gunicorn_workers_after=len(after := set(stack.gunicorn_workers())),
     )
+    # The killed worker was replaced, then the reload replaced them all (the
+    # old ones finish their requests first).
+    replaced = wait_until(lambda: not set(stack.gunicorn_workers()) & before, 30)
+    figures["gunicorn_workers_after"] = len(stack.gunicorn_workers())
     assert figures["reads_not_200"] == 0, figures
     assert lost == []
-    # The killed worker was replaced, then the reload replaced them all.
-    assert killed in before and len(after) == len(before) and not after & before
+    assert killed in before and replaced is not None and figures["gunicorn_workers_after"] == len(before)
 
 
 def test_celery_worker_killed_with_orders_queued(stack, figures):
@@ -265,7 +269,7 @@ def test_fifty_writers_and_fifty_readers_on_one_user(stack, users, figures):
     assert figures["non_2xx"] == 0, figures
     assert last_possible, figures
     assert stale == [] and app_view == final
-    # L1 keeps an answer up to its 5 s TTL (nginx counts whole seconds): it
-    # agrees once the entry it holds expires and is refreshed.
-    assert l1_agreed is not None and l1_agrees_after <= 6.5, figures
+    # L1 keeps an answer up to its 5 s TTL, which nginx counts in whole
+    # seconds (up to 6 s), and refreshes it behind one stale answer.
+    assert l1_agreed is not None and l1_agrees_after <= 7, figures
 
