@@ -87,10 +87,10 @@ class _Backend:
 
     def _forget_pending(self):
         # Invalidations Redis missed: (ns, item_id, lists) -> when it last
-        # missed one, so a replay never drops a miss newer than itself.
+        # missed one, so a replay never drops a miss newer than itself. A
+        # replay thread runs exactly while this is not empty.
         self._pending = {}
         self._misses = itertools.count()
-        self._replaying = False
         self._lock = threading.Lock()
 
     @property
@@ -147,13 +147,13 @@ class _Backend:
                     pipe.incr(f"{FORMAT}:{ns}:gen")
             pipe.execute()
         except redis.RedisError as error:
-            self.failed("invalidate", error)
             with self._lock:
+                start_replay = not self._pending
                 self._pending.update((target, next(self._misses)) for target in targets)
-                log.error("redis invalidation failed, kept to replay (%d pending): %s", len(self._pending), error)
-                if not self._replaying:
-                    self._replaying = True
+                if start_replay:
                     threading.Thread(target=self._replay, name="cache-replay", daemon=True).start()
+            log.error("redis invalidation failed, kept to replay (%d pending): %s", len(self._pending), error)
+            self.failed("invalidate", error)
             return False
         return True
 
@@ -169,7 +169,6 @@ class _Backend:
                     if self._pending.get(target) == miss:
                         del self._pending[target]
                 if not self._pending:
-                    self._replaying = False
                     log.warning("redis is back: missed invalidations replayed (%d)", len(missed))
                     return
 

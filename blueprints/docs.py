@@ -2,21 +2,22 @@
 
 The page and its start-up script are files of our own (docs_page/): with no
 inline script, nginx can send a Content-Security-Policy of script-src 'self'.
+The title is the API's, from the OpenAPI settings (API_TITLE).
 """
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, send_from_directory
+from flask import Blueprint, current_app, jsonify, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-blp = Blueprint("docs", __name__)
-
 PAGE_DIR = Path(__file__).parent / "docs_page"
+
+blp = Blueprint("docs", __name__, template_folder=PAGE_DIR)
 
 
 @blp.get("/docs")
 def swagger_ui():
-    return send_from_directory(PAGE_DIR, "index.html", max_age=60)
+    return render_template("docs.html", title=current_app.config["API_TITLE"])
 
 
 @blp.get("/docs/swagger-init.js")
@@ -33,7 +34,7 @@ def swagger_ui_asset(filename):
 def index():
     return jsonify(
         {
-            "name": "Users, addresses, incidents and orders API",
+            "name": current_app.config["API_TITLE"],
             "docs": "/docs",
             "openapi": "/openapi.json",
             "health": "/health",

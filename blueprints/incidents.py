@@ -92,6 +92,7 @@ def incident_json(row):
         "created_at": row["created_at"].strftime(CREATED_AT_FORMAT),
     }
 
+
 SELECT_INCIDENT = """
     SELECT id, message, status, source, created_at
     FROM incidents

@@ -229,9 +229,10 @@ def row(name, what, result, baseline=None, target=None, target_text="", key="rps
     entry = {"row": name, "what": what, **result}
     if baseline is not None:
         entry["baseline"] = baseline
-        entry["ratio"] = result[key] / baseline[key] if key == "rps" else baseline[key] / result[key]
         if ratios:
             entry["ratio"], entry["ratio_range"] = statistics.median(ratios), (min(ratios), max(ratios))
+        else:
+            entry["ratio"] = result[key] / baseline[key] if key == "rps" else baseline[key] / result[key]
         entry["target"] = target_text
         entry["ok"] = entry["ratio"] >= target if target is not None else None
     return entry

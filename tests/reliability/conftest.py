@@ -47,8 +47,8 @@ class Stack:
         return int((self.dir / pidfile).read_text().strip())
 
     def gunicorn_workers(self):
-        master = self._pid("app/gunicorn.pid")
-        return [pid for pid, parent in _processes() if parent == master]
+        master = str(self._pid("app/gunicorn.pid"))
+        return [int(pid) for pid in subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split()]
 
     def kill_a_gunicorn_worker(self):
         pid = self.gunicorn_workers()[0]
@@ -85,16 +85,6 @@ class Stack:
 
     def redis(self):
         return redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2)
-
-
-def _processes():
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            yield int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def wait_until(condition, seconds, step=0.05):
