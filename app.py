@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
 import errors
+import l2_fast_path
 import request_log
 import security
 import settings
@@ -30,7 +31,7 @@ def create_app(test_config=None):
     register_http(app)
     register_infrastructure(app)
     register_blueprints(app)
-    register_proxy(app)  # outermost: everything inside sees the client nginx reported
+    register_wsgi_layers(app)
     return app
 
 
@@ -75,8 +76,12 @@ class NoSessions(SessionInterface):
         pass
 
 
-def register_proxy(app):
-    # nginx is the one trusted hop: it sets X-Forwarded-For to the peer address.
+def register_wsgi_layers(app):
+    """The WSGI middleware around Flask, innermost first."""
+    l2_fast_path.init_app(app)  # reads the blueprints' routes: after register_blueprints
+    request_log.init_app(app)  # logs the fast path's answers too
+    # Outermost: everything inside sees the client nginx reported. nginx is
+    # the one trusted hop: it sets X-Forwarded-For to the peer address.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
 
 
@@ -84,7 +89,6 @@ def register_infrastructure(app):
     db.init_app(app)
     cache.init_app(app)
     errors.init_app(app)
-    request_log.init_app(app)
     security.init_app(app)
     tasks.init_app(app)
 

@@ -31,7 +31,7 @@ import threading
 import time
 
 import redis
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ FORMAT = "v1"
 
 # Outlives any load that started before a write (statement_timeout is seconds).
 VERSION_TTL = 300
+
+# Where l2_fast_path leaves an item lookup that missed, in the WSGI environ:
+# (keys, version token). The view goes on from it rather than asking Redis again.
+LOOKED_UP = "api.l2.looked_up"
+
+
+def item_keys(ns, item_id):
+    """An item's cached-response key and its version-token key."""
+    key = f"{FORMAT}:{ns}:item:{item_id}"
+    return key, f"{key}:ver"
 
 # KEYS: value, version. ARGV: version seen before loading ('' if none), value, ttl.
 _STORE_IF_UNCHANGED = """
@@ -140,8 +150,8 @@ class _Backend:
             pipe = self.client.pipeline(transaction=True)
             for ns, item_id, lists in targets:
                 if item_id is not None:
-                    key = f"{FORMAT}:{ns}:item:{item_id}"
-                    pipe.set(f"{key}:ver", secrets.token_hex(8), ex=VERSION_TTL)
+                    key, ver_key = item_keys(ns, item_id)
+                    pipe.set(ver_key, secrets.token_hex(8), ex=VERSION_TTL)
                     pipe.delete(key)
                 if lists:
                     pipe.incr(f"{FORMAT}:{ns}:gen")
@@ -219,10 +229,9 @@ class Cache:
 
         Missing items are not cached: a create must become visible at once.
         """
-        key = f"{FORMAT}:{ns}:item:{item_id}"
-        ver_key = f"{key}:ver"
+        key, ver_key = keys = item_keys(ns, item_id)
         return self._cache_aside(
-            lambda backend: backend.mget(key, ver_key),
+            lambda backend: _looked_up(keys) or backend.mget(key, ver_key),
             load,
             lambda backend, version, value: backend.store_if_unchanged(
                 keys=[key, ver_key], args=[version or b"", value, backend.ttl]
@@ -248,6 +257,14 @@ class Cache:
         backend = self._backend()
         if backend.enabled:
             backend.invalidate({(ns, item_id, lists)})
+
+
+def _looked_up(keys):
+    """(None, version token) of the miss l2_fast_path already looked up for ``keys``, if it did."""
+    handed_over = request.environ.pop(LOOKED_UP, None) if has_request_context() else None
+    if handed_over is not None and handed_over[0] == keys:
+        return None, handed_over[1]
+    return None
 
 
 cache = Cache()

@@ -56,6 +56,21 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = JSONBodyParser()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.public_items = {}  # view class name -> (ns, id argument): see public_item
+
+    def public_item(self, ns, id_arg):
+        """Class decorator: this view's GET is ``cached_item(ns, <id_arg>, ...)``
+        of an item anyone may read, and nothing more, so l2_fast_path.py may
+        answer its L2 hits before Flask."""
+
+        def decorator(view_class):
+            self.public_items[view_class.__name__] = (ns, id_arg)
+            return view_class
+
+        return decorator
+
     def errors(self, *codes):
         """Document the error responses a view can give, in the API's error shape."""
 

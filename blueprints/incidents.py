@@ -166,6 +166,7 @@ class IncidentList(MethodView):
 
 
 @blp.route(f"/get/<{BIGINT_ID}:incident_id>")
+@blp.public_item(NS, "incident_id")
 class IncidentById(MethodView):
     @blp.response(200, IncidentSchema)
     @blp.errors(404)

@@ -129,6 +129,7 @@ class Users(MethodView):
 
 
 @blp.route(f"/users/<{BIGINT_ID}:user_id>")
+@blp.public_item(NS, "user_id")
 class UserById(MethodView):
     @blp.response(200, UserSchema)
     @blp.errors(404)
