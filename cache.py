@@ -54,6 +54,7 @@ def item_keys(ns, item_id):
     key = f"{FORMAT}:{ns}:item:{item_id}"
     return key, f"{key}:ver"
 
+
 # KEYS: value, version. ARGV: version seen before loading ('' if none), value, ttl.
 _STORE_IF_UNCHANGED = """
 if (redis.call('GET', KEYS[2]) or '') == ARGV[1] then

@@ -3,8 +3,8 @@
 An L2 hit of a public item (``GET /users/<id>``, ``GET /incident/get/<id>``)
 needs the route's id and one Redis ``MGET``: no validation, no database, no
 schema. Through Flask, the request context, URL adapter, view wrappers and
-response object cost as much again as the hit itself (make bench: 0.68 of a
-bare Flask view's throughput through Flask; answered here, above 0.85).
+response object took a third of the worker's CPU per hit (make bench: 0.68
+of a bare Flask view's throughput through Flask; answered here, 0.93-0.98).
 
 This layer answers exactly those hits, with the bytes and headers the view
 sends for them (tests/test_l2_fast_path.py compares the two), and hands every
