@@ -8,9 +8,10 @@ of a bare Flask view's throughput through Flask; answered here, 0.93-0.98).
 
 This layer answers exactly those hits, with the bytes and headers the view
 sends for them (tests/test_l2_fast_path.py compares the two), and hands every
-other request to Flask unchanged: other routes and methods, a query string,
-an ``Authorization`` header (its answer must say ``private``), misses, Redis
-errors, and any time cache.py has stopped reading from Redis. Routes come from
+other request to Flask: other routes and methods, a query string, an
+``Authorization`` header (its answer must say ``private``), Redis errors, any
+time cache.py has stopped reading from Redis, and misses (with the lookup
+already made, which the view goes on from). Routes come from
 Flask's URL map, and a view opts in with ``Blueprint.public_item`` beside its
 ``cached_item`` call, so both paths read one route table and one cache.
 """
