@@ -144,6 +144,17 @@ class _Backend:
     def reads_enabled(self):
         return time.monotonic() >= self.down_until and not self._pending
 
+    def read(self, lookup):
+        """``lookup(self)``'s result, or None when reads are off or Redis fails
+        (which pauses reads for ``retry_after``)."""
+        if not self.reads_enabled():
+            return None
+        try:
+            return lookup(self)
+        except redis.RedisError as error:
+            self.failed("read", error)
+            return None
+
     def invalidate(self, targets):
         """Apply ``targets`` ((ns, item_id, lists) tuples) in one transaction;
         on failure keep them for the replay thread."""
@@ -208,13 +219,10 @@ class Cache:
         backend = self._backend()
         if not backend.enabled:
             return load(), OFF
-        if not backend.reads_enabled():
+        found = backend.read(lookup)
+        if found is None:
             return load(), DOWN
-        try:
-            cached, token = lookup(backend)
-        except redis.RedisError as error:
-            backend.failed("read", error)
-            return load(), DOWN
+        cached, token = found
         if cached is not None:
             return cached.decode(), HIT
         value = load()

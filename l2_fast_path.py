@@ -16,7 +16,6 @@ Flask's URL map, and a view opts in with ``Blueprint.public_item`` beside its
 ``cached_item`` call, so both paths read one route table and one cache.
 """
 
-import redis
 from werkzeug.exceptions import HTTPException
 
 from cache import HIT, LOOKED_UP, item_keys
@@ -37,13 +36,7 @@ class L2FastPath:
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
-        if (
-            method in _READS
-            and not environ.get("QUERY_STRING")
-            and "HTTP_AUTHORIZATION" not in environ
-            and self.backend.enabled
-            and self.backend.reads_enabled()
-        ):
+        if method in _READS and not environ.get("QUERY_STRING") and "HTTP_AUTHORIZATION" not in environ:
             body = self._cached_body(environ)
             if body is not None:
                 start_response("200 OK", [
@@ -64,11 +57,10 @@ class L2FastPath:
             return None
         ns, id_arg = item
         keys = item_keys(ns, args[id_arg])
-        try:
-            body, version = self.backend.mget(*keys)
-        except redis.RedisError as error:
-            self.backend.failed("read", error)
+        found = self.backend.read(lambda backend: backend.mget(*keys))
+        if found is None:  # reads paused, or Redis failed just now
             return None
+        body, version = found
         if body is None:
             environ[LOOKED_UP] = (keys, version)
             return None
@@ -90,5 +82,7 @@ def _declared_items(app):
 
 
 def init_app(app):
+    if not app.extensions["cache"].enabled:
+        return  # no L2 (CACHE_ENABLED=false): nothing to answer from
     app.wsgi_app = L2FastPath(app, app.wsgi_app)
     app.extensions["l2_fast_path"] = app.wsgi_app

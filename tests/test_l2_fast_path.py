@@ -3,6 +3,7 @@ answers as the views give, and nothing else answered there."""
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
@@ -19,33 +20,29 @@ def fast_path(app):
     return app.extensions["l2_fast_path"]
 
 
-@pytest.fixture
-def flask_calls(fast_path, monkeypatch):
-    """The requests the fast path handed to Flask, by path."""
+def record_calls(monkeypatch, owner, name, note):
+    """Replace ``owner.name`` with a wrapper that appends ``note(*args)`` to the returned list."""
     calls = []
-    to_flask = fast_path.wsgi_app
+    real = getattr(owner, name)
 
-    def counted(environ, start_response):
-        calls.append(environ["PATH_INFO"])
-        return to_flask(environ, start_response)
+    def recorded(*args):
+        calls.append(note(*args))
+        return real(*args)
 
-    monkeypatch.setattr(fast_path, "wsgi_app", counted)
+    monkeypatch.setattr(owner, name, recorded)
     return calls
 
 
 @pytest.fixture
+def flask_calls(fast_path, monkeypatch):
+    """The paths of the requests the fast path handed to Flask."""
+    return record_calls(monkeypatch, fast_path, "wsgi_app", lambda environ, start_response: environ["PATH_INFO"])
+
+
+@pytest.fixture
 def redis_reads(fast_path, monkeypatch):
-    """Every MGET this process sends, from either path."""
-    keys = []
-    backend = fast_path.backend
-    real_mget = backend.mget
-
-    def counted(*args):
-        keys.append(args[0])
-        return real_mget(*args)
-
-    monkeypatch.setattr(backend, "mget", counted)
-    return keys
+    """The first key of every MGET this process sends, from either path."""
+    return record_calls(monkeypatch, fast_path.backend, "mget", lambda *keys: keys[0])
 
 
 def incident_path(client):
@@ -141,7 +138,7 @@ def test_its_answers_are_logged_like_every_other(make_app, capsys):
 
 def test_a_declaration_its_route_does_not_match_stops_the_start():
     app = Flask(__name__)
-    app.extensions["cache"] = object()
+    app.extensions["cache"] = SimpleNamespace(enabled=True)
     app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
     blp = Blueprint("things", __name__)
 

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from cache import item_keys
 from tests.reliability.conftest import wait_until
 from tests.reliability.load import FRESH, Client, Load, lost_writes, stale_l2_entries
 
@@ -46,7 +47,7 @@ def lost_acknowledged_writes(stack, load, figures):
     """Every write the load saw acknowledged, looked up in PostgreSQL: the missing ones."""
     with stack.db() as conn, conn.cursor() as cur:
         lost = lost_writes(load, cur)
-    acknowledged = sum(c.ok for c in load.calls if c.kind != "read")
+    acknowledged = load.figures()["writes_acknowledged"]
     figures.update(acknowledged_writes_found=acknowledged - len(lost), acknowledged_writes_lost=len(lost))
     return lost
 
@@ -97,7 +98,7 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
     read_ids, write_ids = users
     warm_l1(stack, read_ids)
     # Only L1 holds these users now: a read that reaches the app needs PostgreSQL.
-    stack.redis().delete(*[f"v1:users:item:{user_id}" for user_id in read_ids])
+    stack.redis().delete(*[item_keys("users", user_id)[0] for user_id in read_ids])
     log_offset = stack.log_size("app/app.log")
 
     with Load(stack.base_url, read_ids, write_ids, create_every=0) as load:
