@@ -15,7 +15,7 @@ status:  ## what is running
 	scripts/stack.sh status
 
 logs:  ## follow the app's and nginx's logs
-	tail -F .stack/app/app.log .stack/worker/worker.log .stack/nginx/access.log
+	tail -F .stack/app/app.log .stack/relay/relay.log .stack/worker/worker.log .stack/nginx/access.log
 
 test:  ## lint, then the suite and the fault drills, each against a throwaway stack
 	scripts/test.sh

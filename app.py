@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
 import errors
-import l2_fast_path
+import item_reads
 import request_log
 import security
 import settings
@@ -78,8 +78,8 @@ class NoSessions(SessionInterface):
 
 def register_wsgi_layers(app):
     """The WSGI middleware around Flask, innermost first."""
-    l2_fast_path.init_app(app)  # reads the blueprints' routes: after register_blueprints
-    request_log.init_app(app)  # logs the fast path's answers too
+    item_reads.init_app(app)  # reads the blueprints' routes: after register_blueprints
+    request_log.init_app(app)  # logs its answers too
     # Outermost: everything inside sees the client nginx reported. nginx is
     # the one trusted hop: it sets X-Forwarded-For to the peer address.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)

@@ -1,29 +1,38 @@
-"""L2: Redis cache-aside with fail-open. The only module that talks to Redis for caching.
+"""L2: Redis cache-aside over declared resources, fail-open. The only module that talks to Redis for caching.
 
-Keys, for a domain ``ns`` (e.g. ``users``), each behind the ``FORMAT`` prefix:
+Each cached resource is declared once (``Resource``, by its blueprint): its
+namespace, the table whose rows are its items, how an item is loaded and
+whether it has cached lists. Its keys, each behind the ``FORMAT`` prefix:
 
-``ns:item:ID``       an item's cached response, ``CACHE_TTL`` seconds
-``ns:item:ID:ver``   a token replaced by every write of that item
+``ns:item:ID``       an item's cached body, ``CACHE_TTL`` seconds
+``ns:item:ID:ver``   a token replaced by every change of the item
+``ns:item:ID:l1``    the URIs under which L1 may hold the item (a set), for the relay to refresh
 ``ns:gen``           the list generation; one INCR retires every cached list
-``ns:list:GEN:Q``    a list response for query ``Q`` under generation ``GEN``
+``ns:list:GEN:Q``    a list body for query ``Q`` under generation ``GEN``
+
+Invalidation comes from the database, not from the views: a trigger notes
+every committed change of a cached table (init.sql), and ``apply`` turns the
+changes into invalidations twice: at once, after the commit of the request
+or task that wrote (``db.after_commit``), and durably, by the relay
+(relay.py), which reads the noted changes until Redis has taken them.
+
+L2 is read only while ``CAUGHT_UP`` exists: the relay sets it, for
+``CAUGHT_UP_SECONDS``, each time it has applied every change committed before
+it looked. So no answer from L2 is more than that behind the database,
+whatever died or was cut off: the writer, the relay, or their links to Redis.
 
 The refill race (a reader loads a row, a writer commits and invalidates, the
 reader then stores the row it loaded) is closed without locks: a reader notes
 the item's version token before it loads, and stores its result only if the
 token is unchanged, checked and written atomically in Redis. A list read notes
-the generation before it loads and stores under that generation, which a write
-has already retired. Writers invalidate after commit.
+the generation before it loads and stores under that generation, which a
+change has already retired.
 
 Redis trouble never fails a request: every call has a short timeout and no
-retries, errors are logged and the request is served from PostgreSQL. After
-an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds; invalidations
-are always attempted. An invalidation Redis missed is kept and replayed every
-``CACHE_RETRY_AFTER`` seconds until it lands, and until it does this process
-reads nothing from Redis: a Redis that was unreachable but kept its data (a
-network partition, a paused container) must not serve what a write replaced.
+retries, errors are logged and the request is served from PostgreSQL; after
+an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds.
 """
 
-import itertools
 import logging
 import os
 import secrets
@@ -31,7 +40,9 @@ import threading
 import time
 
 import redis
-from flask import current_app, has_request_context, request
+from flask import current_app
+
+import db
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +55,25 @@ FORMAT = "v1"
 # Outlives any load that started before a write (statement_timeout is seconds).
 VERSION_TTL = 300
 
-# Where l2_fast_path leaves an item lookup that missed, in the WSGI environ:
-# (keys, version token). The view goes on from it rather than asking Redis again.
-LOOKED_UP = "api.l2.looked_up"
+CAUGHT_UP = f"{FORMAT}:relay:caught-up"
+# The L2 staleness bound: how long one "caught up" of the relay is believed.
+CAUGHT_UP_SECONDS = 1.0
 
+# How long an item remembers the URIs L1 may hold it under: longer than any
+# L1 entry lives (responses.L1_CACHEABLE) plus the slowest request.
+L1_URIS_TTL = 60
 
-def item_keys(ns, item_id):
-    """An item's cached-response key and its version-token key."""
-    key = f"{FORMAT}:{ns}:item:{item_id}"
-    return key, f"{key}:ver"
-
+# KEYS: value, version, L1 URIs, caught-up. ARGV: the URI L1 may store the
+# answer under ('' for none), how long to remember it. The URI is noted
+# before the value is read, so a change the relay applies after this read
+# finds it and refreshes what L1 stores from it.
+_LOOKUP_ITEM = """
+if ARGV[1] ~= '' then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
+return redis.call('MGET', KEYS[1], KEYS[2], KEYS[4])
+"""
 
 # KEYS: value, version. ARGV: version seen before loading ('' if none), value, ttl.
 _STORE_IF_UNCHANGED = """
@@ -64,17 +84,47 @@ end
 return 0
 """
 
-# KEYS: generation. ARGV: list key prefix, list key suffix, a random start.
-# Returns {value, generation}. A missing generation starts at a random number,
-# so a generation lost to eviction never revives lists cached under an old one.
-_GET_LIST = """
+# KEYS: generation, caught-up. ARGV: list key prefix, list key suffix, a random start.
+# Returns {value, generation, caught-up}. A missing generation starts at a random
+# number, so a generation lost to eviction never revives lists cached under an old one.
+_LOOKUP_LIST = """
 local gen = redis.call('GET', KEYS[1])
 if not gen then
   redis.call('SET', KEYS[1], ARGV[3], 'NX')
   gen = redis.call('GET', KEYS[1])
 end
-return {redis.call('GET', ARGV[1] .. gen .. ARGV[2]), gen}
+return {redis.call('GET', ARGV[1] .. gen .. ARGV[2]), gen, redis.call('GET', KEYS[2])}
 """
+
+
+class Resource:
+    """A cached resource: its items are the rows of ``table``, each named by
+    its primary key (the key the table's trigger notes), and ``load(id)``
+    gives an item's JSON text, or None when there is none.
+
+    ``lists``: the resource has cached lists, which any change retires.
+    ``public``: anyone may read an item, so L1 may keep it (and the relay refreshes it there).
+    Declared by a blueprint with ``Blueprint.cached_resource``.
+    """
+
+    def __init__(self, ns, table, load, lists=False, public=True):
+        self.ns, self.table, self.load, self.lists, self.public = ns, table, load, lists, public
+
+    def item_keys(self, item_id):
+        """The keys of one item: value, version token, L1 URIs."""
+        key = f"{FORMAT}:{self.ns}:item:{item_id}"
+        return key, f"{key}:ver", f"{key}:l1"
+
+    @property
+    def generation_key(self):
+        return f"{FORMAT}:{self.ns}:gen"
+
+    def list_key_parts(self, query):
+        """A list key is prefix + generation + suffix."""
+        return f"{FORMAT}:{self.ns}:list:", f":{query}"
+
+    def __repr__(self):
+        return f"Resource({self.ns!r})"
 
 
 class _Backend:
@@ -87,22 +137,11 @@ class _Backend:
         # Scripts run on the caller's connection (client=...); this one only computes their SHA.
         template = redis.Redis.from_url(self._url)
         self._store_if_unchanged = template.register_script(_STORE_IF_UNCHANGED)
-        self._get_list = template.register_script(_GET_LIST)
+        self._lookup_list = template.register_script(_LOOKUP_LIST)
         self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
         self.retry_after = cfg["CACHE_RETRY_AFTER"]
         self.down_until = 0.0
-        self._forget_pending()
-        # A forked child (Celery's pool) starts empty: its parent replays its own.
-        os.register_at_fork(after_in_child=self._forget_pending)
-
-    def _forget_pending(self):
-        # Invalidations Redis missed: (ns, item_id, lists) -> when it last
-        # missed one, so a replay never drops a miss newer than itself. A
-        # replay thread runs exactly while this is not empty.
-        self._pending = {}
-        self._misses = itertools.count()
-        self._lock = threading.Lock()
 
     @property
     def client(self):
@@ -126,28 +165,49 @@ class _Backend:
             local.pid = os.getpid()
         return local.client
 
-    def mget(self, *keys):
-        """MGET on this thread's connection itself. The client's per-call layers
-        (retry wrapper, command lookup, response callbacks) cost as much CPU as
-        the round trip; the connection still raises redis-py's errors and drops
-        a failed socket, to reconnect on the next call."""
+    def _call(self, *args):
+        """One command on this thread's connection itself. The client's per-call
+        layers (retry wrapper, command lookup, response callbacks) cost as much
+        CPU as the round trip; the connection still raises redis-py's errors
+        and drops a failed socket, to reconnect on the next call."""
         conn = self.client.connection
-        conn.send_command("MGET", *keys)
+        conn.send_command(*args)
         return conn.read_response()
 
-    def store_if_unchanged(self, keys, args):
-        return self._store_if_unchanged(keys=keys, args=args, client=self.client)
+    def lookup_item(self, keys, l1_uri):
+        """(cached value or None, version token), or None while the relay is not caught up."""
+        key, ver_key, l1_key = keys
+        if l1_uri:
+            value, version, caught_up = self._call("EVAL", _LOOKUP_ITEM, 4, key, ver_key, l1_key, CAUGHT_UP,
+                                                   l1_uri, L1_URIS_TTL)
+        else:
+            value, version, caught_up = self._call("MGET", key, ver_key, CAUGHT_UP)
+        return None if caught_up is None else (value, version)
 
-    def get_list(self, keys, args):
-        return self._get_list(keys=keys, args=args, client=self.client)
+    def store_item(self, keys, version, value):
+        key, ver_key, _ = keys
+        self._store_if_unchanged(keys=[key, ver_key], args=[version or b"", value, self.ttl], client=self.client)
 
-    def reads_enabled(self):
-        return time.monotonic() >= self.down_until and not self._pending
+    def lookup_list(self, resource, query):
+        """(cached value or None, generation), or None while the relay is not caught up."""
+        prefix, suffix = resource.list_key_parts(query)
+        value, gen, caught_up = self._lookup_list(
+            keys=[resource.generation_key, CAUGHT_UP], args=[prefix, suffix, secrets.randbelow(2**62)],
+            client=self.client,
+        )
+        return None if caught_up is None else (value, gen)
+
+    def store_list(self, resource, query, gen, value):
+        prefix, suffix = resource.list_key_parts(query)
+        self.client.set(f"{prefix}{gen.decode()}{suffix}", value, ex=self.ttl)
+
+    def readable(self):
+        return self.enabled and time.monotonic() >= self.down_until
 
     def read(self, lookup):
         """``lookup(self)``'s result, or None when reads are off or Redis fails
         (which pauses reads for ``retry_after``)."""
-        if not self.reads_enabled():
+        if not self.readable():
             return None
         try:
             return lookup(self)
@@ -155,47 +215,30 @@ class _Backend:
             self.failed("read", error)
             return None
 
-    def invalidate(self, targets):
-        """Apply ``targets`` ((ns, item_id, lists) tuples) in one transaction;
-        on failure keep them for the replay thread."""
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            for ns, item_id, lists in targets:
-                if item_id is not None:
-                    key, ver_key = item_keys(ns, item_id)
-                    pipe.set(ver_key, secrets.token_hex(8), ex=VERSION_TTL)
-                    pipe.delete(key)
-                if lists:
-                    pipe.incr(f"{FORMAT}:{ns}:gen")
-            pipe.execute()
-        except redis.RedisError as error:
-            with self._lock:
-                start_replay = not self._pending
-                self._pending.update((target, next(self._misses)) for target in targets)
-                if start_replay:
-                    threading.Thread(target=self._replay, name="cache-replay", daemon=True).start()
-            log.error("redis invalidation failed, kept to replay (%d pending): %s", len(self._pending), error)
-            self.failed("invalidate", error)
-            return False
-        return True
+    def invalidate(self, items, lists):
+        """In one transaction: a new version token and no value for each
+        (resource, id) of ``items``, a new generation for each resource of ``lists``."""
+        pipe = self.client.pipeline(transaction=True)
+        for resource, item_id in items:
+            key, ver_key, _ = resource.item_keys(item_id)
+            pipe.set(ver_key, secrets.token_hex(8), ex=VERSION_TTL)
+            pipe.delete(key)
+        for resource in lists:
+            pipe.incr(resource.generation_key)
+        pipe.execute()
 
-    def _replay(self):
-        while True:
-            time.sleep(self.retry_after)
-            with self._lock:
-                missed = dict(self._pending)
-            if not self.invalidate(missed):
-                continue  # still missing; invalidate() kept them
-            with self._lock:
-                for target, miss in missed.items():
-                    if self._pending.get(target) == miss:
-                        del self._pending[target]
-                if not self._pending:
-                    log.warning("redis is back: missed invalidations replayed (%d)", len(missed))
-                    return
+    def l1_uris(self, items):
+        """The URIs L1 may hold each (resource, id) of ``items`` under."""
+        pipe = self.client.pipeline(transaction=False)
+        for resource, item_id in items:
+            pipe.smembers(resource.item_keys(item_id)[2])
+        return sorted({uri.decode() for uris in pipe.execute() for uri in uris})
+
+    def mark_caught_up(self, seconds):
+        self.client.set(CAUGHT_UP, b"1", px=max(1, int(seconds * 1000)))
 
     def failed(self, action, error):
-        if self.reads_enabled():
+        if self.readable():
             log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
         self.down_until = time.monotonic() + self.retry_after
 
@@ -205,75 +248,99 @@ class Cache:
 
     def init_app(self, app):
         app.extensions["cache"] = _Backend(app.config)
+        app.extensions["cache_resources"] = {}  # table -> [Resource]: see register
+        db.after_commit(app, self.apply_quietly)
 
     @staticmethod
-    def _backend():
+    def register(app, resource):
+        app.extensions["cache_resources"].setdefault(resource.table, []).append(resource)
+
+    @staticmethod
+    def resources(app):
+        """Every declared resource, by the table whose changes invalidate it."""
+        return app.extensions["cache_resources"]
+
+    @staticmethod
+    def backend():
         return current_app.extensions["cache"]
 
     def client(self):
         """The raw Redis client (for health checks)."""
-        return self._backend().client
+        return self.backend().client
 
-    def _cache_aside(self, lookup, load, store):
-        """``lookup(backend)`` gives (cached value or None, token); ``store(backend, token, value)``."""
-        backend = self._backend()
-        if not backend.enabled:
-            return load(), OFF
-        found = backend.read(lookup)
-        if found is None:
-            return load(), DOWN
-        cached, token = found
-        if cached is not None:
-            return cached.decode(), HIT
-        value = load()
-        if value is not None:
-            try:
-                store(backend, token, value)
-            except redis.RedisError as error:
-                backend.failed("store", error)
-        return value, MISS
-
-    def item(self, ns, item_id, load):
-        """(value, L2 status) of one item; ``load()`` returns str, or None for missing.
+    def item(self, resource, item_id, l1_uri=""):
+        """(item JSON or None, L2 status). ``l1_uri``: the URI under which L1
+        may store the answer, remembered for the relay's refresh.
 
         Missing items are not cached: a create must become visible at once.
         """
-        key, ver_key = keys = item_keys(ns, item_id)
-        return self._cache_aside(
-            lambda backend: _looked_up(keys) or backend.mget(key, ver_key),
-            load,
-            lambda backend, version, value: backend.store_if_unchanged(
-                keys=[key, ver_key], args=[version or b"", value, backend.ttl]
-            ),
-        )
+        backend = self.backend()
+        if not backend.enabled:
+            return resource.load(item_id), OFF
+        keys = resource.item_keys(item_id)
+        found = backend.read(lambda b: b.lookup_item(keys, l1_uri))
+        if found is None:
+            return resource.load(item_id), DOWN
+        cached, version = found
+        if cached is not None:
+            return cached.decode(), HIT
+        value = resource.load(item_id)
+        if value is not None:
+            self._store(backend, lambda: backend.store_item(keys, version, value))
+        return value, MISS
 
-    def listing(self, ns, query, load):
-        """(value, L2 status) of one list query; ``load()`` returns str."""
-        prefix, suffix = f"{FORMAT}:{ns}:list:", f":{query}"
-        return self._cache_aside(
-            lambda backend: backend.get_list(
-                keys=[f"{FORMAT}:{ns}:gen"], args=[prefix, suffix, secrets.randbelow(2**62)]
-            ),
-            load,
-            lambda backend, gen, value: backend.client.set(
-                f"{prefix}{gen.decode()}{suffix}", value, ex=backend.ttl
-            ),
-        )
+    def listing(self, resource, query, load):
+        """(value, L2 status) of one list query of ``resource``; ``load()`` returns str."""
+        backend = self.backend()
+        if not backend.enabled:
+            return load(), OFF
+        found = backend.read(lambda b: b.lookup_list(resource, query))
+        if found is None:
+            return load(), DOWN
+        cached, gen = found
+        if cached is not None:
+            return cached.decode(), HIT
+        value = load()
+        self._store(backend, lambda: backend.store_list(resource, query, gen, value))
+        return value, MISS
 
-    def invalidate(self, ns, item_id=None, lists=True):
-        """Call after commit: drop the item's entry and, unless ``ns`` caches no
-        lists (``lists=False``), retire every list of ``ns``."""
-        backend = self._backend()
-        if backend.enabled:
-            backend.invalidate({(ns, item_id, lists)})
+    @staticmethod
+    def _store(backend, store):
+        try:
+            store()
+        except redis.RedisError as error:
+            backend.failed("store", error)
 
+    def targets(self, changes, app=None):
+        """The (resource, id) items and the list-owning resources that
+        ``changes`` ({table: [keys]}) invalidate."""
+        resources = self.resources(app or current_app)
+        items, lists = [], set()
+        for table, keys in changes.items():
+            for resource in resources.get(table, ()):
+                items += [(resource, key) for key in keys]
+                if resource.lists:
+                    lists.add(resource)
+        return items, lists
 
-def _looked_up(keys):
-    """(None, version token) of the miss l2_fast_path already looked up for ``keys``, if it did."""
-    handed_over = request.environ.pop(LOOKED_UP, None) if has_request_context() else None
-    if handed_over is not None and handed_over[0] == keys:
-        return None, handed_over[1]
-    return None
+    def apply(self, changes):
+        """Invalidate what ``changes`` touched; raises redis.RedisError if Redis did not take it."""
+        items, lists = self.targets(changes)
+        if items or lists:
+            self.backend().invalidate(items, lists)
+
+    def apply_quietly(self, changes):
+        """``apply`` right after a commit. A failure is logged and left to the
+        relay, which applies every change durably; meanwhile L2 is not read
+        past its caught-up second."""
+        backend = self.backend()
+        if not backend.enabled:
+            return
+        try:
+            self.apply(changes)
+        except redis.RedisError as error:
+            log.error("redis invalidation failed, left to the relay: %s", error)
+            backend.failed("invalidate", error)
 
 
 cache = Cache()

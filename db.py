@@ -1,10 +1,16 @@
 """PostgreSQL access: one small connection pool per process, one connection per request.
 
 Connections are opened lazily, after gunicorn has forked its workers, never at
-import time. They run in autocommit mode so a read costs one round trip;
-writes go through ``transaction()``.
+import time. They run in autocommit mode, so a read or a one-statement write
+(``write_one``) costs one round trip; several statements go through ``transaction()``.
+
+What a write changed in the cached tables is told to the callbacks of
+``after_commit`` once it has committed: the tables' triggers (init.sql,
+note_cache_changes) report it to this session as a notice, because the
+connections set ``api.report_changes``.
 """
 
+import json
 import os
 import select
 import threading
@@ -18,6 +24,28 @@ import psycopg2.extras
 from flask import current_app, g
 
 INIT_SQL = Path(__file__).with_name("init.sql")
+
+
+# The notice note_cache_changes (init.sql) sends: "NOTICE:  cache changes {json}".
+_CHANGES_NOTICE = "cache changes "
+
+
+class ChangeReports:
+    """Takes the place of a connection's ``notices`` list: keeps the changes
+    the capture triggers report ({table: [keys]}) and drops every other notice."""
+
+    def __init__(self):
+        self.changes = {}
+
+    def append(self, notice):
+        _, found, payload = notice.partition(_CHANGES_NOTICE)
+        if found:
+            report = json.loads(payload)
+            self.changes.setdefault(report["table"], []).extend(report["keys"])
+
+    def take(self):
+        changes, self.changes = self.changes, {}
+        return changes
 
 
 class PoolTimeout(Exception):
@@ -53,6 +81,7 @@ class ConnectionPool:
                 self.discard_idle()
             conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
             conn.autocommit = True
+            conn.notices = ChangeReports()
             return conn
         except BaseException:
             self._slots.release()
@@ -115,7 +144,8 @@ def _pool():
                     cfg["DB_POOL_SIZE"],
                     cfg["DATABASE_URL"],
                     connect_timeout=cfg["DB_CONNECT_TIMEOUT"],
-                    options=f"-c statement_timeout={cfg['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC",
+                    options=f"-c statement_timeout={cfg['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC"
+                    " -c api.report_changes=on",
                     application_name="api",
                     cursor_factory=psycopg2.extras.RealDictCursor,
                 )
@@ -137,16 +167,32 @@ def _release_db(exc=None):
         _pool().release(conn)
 
 
+def _run(sql, params, fetch):
+    conn = get_db()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            result = fetch(cur)
+    except BaseException:
+        if conn.autocommit:
+            conn.notices.take()  # the statement failed: nothing it noted was committed
+        raise
+    if conn.autocommit:  # the statement was a transaction of its own, now committed
+        _committed(conn)
+    return result
+
+
 def fetch_one(sql, params=()):
-    with get_db().cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()
+    return _run(sql, params, lambda cur: cur.fetchone())
 
 
 def fetch_all(sql, params=()):
-    with get_db().cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
+    return _run(sql, params, lambda cur: cur.fetchall())
+
+
+def write_one(sql, params=()):
+    """One statement, committed as it ends; the row it returns (RETURNING), or None."""
+    return _run(sql, params, lambda cur: cur.fetchone() if cur.description else None)
 
 
 @contextmanager
@@ -157,16 +203,26 @@ def transaction():
     try:
         with conn, conn.cursor() as cur:
             yield cur
+    except BaseException:
+        conn.notices.take()  # rolled back: nothing changed
+        raise
     finally:
         if not conn.closed:
             conn.autocommit = True
+    _committed(conn)
 
 
-def write_one(sql, params=()):
-    """One statement in its own transaction; the row it returns (RETURNING), or None."""
-    with transaction() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone() if cur.description else None
+def after_commit(app, callback):
+    """Call ``callback(changes)`` after each commit that changed cached tables:
+    ``changes`` is {table: [primary keys as text]}."""
+    app.extensions["db_after_commit"].append(callback)
+
+
+def _committed(conn):
+    if conn.notices.changes:
+        changes = conn.notices.take()
+        for callback in current_app.extensions["db_after_commit"]:
+            callback(changes)
 
 
 def init_db():
@@ -184,5 +240,6 @@ def init_db_command():
 
 def init_app(app):
     app.extensions["db_pool_lock"] = threading.Lock()
+    app.extensions["db_after_commit"] = []
     app.teardown_appcontext(_release_db)
     app.cli.add_command(init_db_command)

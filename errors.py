@@ -10,13 +10,13 @@ import logging
 
 import psycopg2
 import psycopg2.errors
-from flask import current_app, jsonify, request
+from flask import current_app, request
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import MethodNotAllowed
-from werkzeug.http import HTTP_STATUS_CODES
 
 from db import PoolTimeout
+from responses import error_body, json_response
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class JSONBodyParser(FlaskParser):
 
 
 def error_response(code, message, headers=None):
-    body = {"code": code, "status": HTTP_STATUS_CODES[code], "message": message}
-    return jsonify(body), code, headers or {}
+    return json_response(error_body(code, message), status=code, headers=headers)
 
 
 def handle_database_error(error):

@@ -149,3 +149,77 @@ SELECT status, source, count(*) FROM incidents
 WHERE NOT EXISTS (SELECT 1 FROM incident_counts)
 GROUP BY status, source
 ON CONFLICT (status, source) DO NOTHING;
+
+-- Changes of cached tables, for the cache relay (relay.py), which applies them
+-- to both cache levels and deletes them. Triggers note them inside the writing
+-- transaction, so a change is noted exactly when it commits, whoever makes it:
+-- the API, the worker, psql or a migration. The key is the row's primary key
+-- as text, which is the cached item's id (cache.Resource).
+CREATE TABLE IF NOT EXISTS cache_changes (
+    id          BIGSERIAL PRIMARY KEY,
+    table_name  TEXT NOT NULL,
+    row_key     TEXT NOT NULL,
+    noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Notes the keys a statement changed. A session that sets api.report_changes
+-- (the app's, db.py) is also told them at once, as a notice, so the request
+-- that wrote can invalidate L2 before it answers.
+CREATE OR REPLACE FUNCTION note_cache_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    key_column CONSTANT TEXT := TG_ARGV[0];
+    keys TEXT[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(to_jsonb(r) ->> key_column) INTO keys FROM new_rows AS r;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(DISTINCT k) INTO keys
+        FROM (SELECT to_jsonb(r) ->> key_column FROM old_rows AS r
+              UNION ALL
+              SELECT to_jsonb(r) ->> key_column FROM new_rows AS r) AS changed (k);
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(to_jsonb(r) ->> key_column) INTO keys FROM old_rows AS r;
+    ELSE  -- TRUNCATE, before it runs: the rows it removes are still there
+        EXECUTE format('SELECT array_agg(%I::text) FROM %I.%I', key_column, TG_TABLE_SCHEMA, TG_TABLE_NAME)
+        INTO keys;
+    END IF;
+    IF keys IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO cache_changes (table_name, row_key)
+    SELECT TG_TABLE_NAME, unnest(keys);
+    IF current_setting('api.report_changes', true) = 'on' THEN
+        RAISE NOTICE 'cache changes %', json_build_object('table', TG_TABLE_NAME, 'keys', keys);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- The cached tables and their keys. Transition tables allow one event per
+-- trigger, hence three statement triggers and one for TRUNCATE per table.
+DO $$
+DECLARE
+    cached RECORD;
+BEGIN
+    FOR cached IN
+        SELECT * FROM (VALUES ('users', 'id'),
+                              ('customer_addresses', 'phone'),
+                              ('incidents', 'id'),
+                              ('orders', 'id')) AS t (table_name, key_column)
+    LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
+                       cached.table_name || '_noted_insert', cached.table_name, cached.key_column);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %I REFERENCING OLD TABLE AS old_rows '
+                       'NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
+                       cached.table_name || '_noted_update', cached.table_name, cached.key_column);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
+                       cached.table_name || '_noted_delete', cached.table_name, cached.key_column);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
+                       cached.table_name || '_noted_truncate', cached.table_name, cached.key_column);
+    END LOOP;
+END;
+$$;

@@ -63,6 +63,10 @@ def app_settings():
         # After a Redis error, reads skip the cache this long instead of paying
         # the timeout on every request.
         "CACHE_RETRY_AFTER": _float("CACHE_RETRY_AFTER", 1.0),
+        # Every nginx (L1) of the deployment, comma-separated base URLs: the
+        # relay asks each to refresh what it holds of a changed item. Empty:
+        # L1 catches up within its own 5 s bound.
+        "L1_REFRESH_URLS": [url.strip() for url in _str("L1_REFRESH_URLS", "").split(",") if url.strip()],
         "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
         # Per client address, in flask-limiter's notation.
         "RATE_LIMIT_AUTH": _str("RATE_LIMIT_AUTH", "5 per minute"),

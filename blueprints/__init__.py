@@ -1,14 +1,16 @@
 """One blueprint per domain; the shared pieces every domain blueprint uses."""
 
+import functools
 import re
 
 import flask_smorest
 import marshmallow as ma
-from flask_smorest import abort
+from flask import Response, request
 from flask_smorest.error_handler import ErrorSchema
 from werkzeug.http import HTTP_STATUS_CODES
 
-from cache import cache
+import item_reads
+from cache import Resource, cache
 from errors import JSONBodyParser
 from responses import json_response, to_json, unpack
 
@@ -52,22 +54,38 @@ def pagination_header(total, page_size, rows, page=None, cursors=True):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, answering 415 when a JSON body is not JSON."""
+    """flask-smorest's Blueprint, answering 415 when a JSON body is not JSON,
+    with the declarations of the cache levels."""
 
     ARGUMENTS_PARSER = JSONBodyParser()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.public_items = {}  # view class name -> (ns, id argument): see public_item
+        self.item_views = {}  # view class name -> (resource, missing): see item_of
 
-    def public_item(self, ns, id_arg):
-        """Class decorator: this view's GET is ``cached_item(ns, <id_arg>, ...)``
-        of an item anyone may read, and nothing more, so l2_fast_path.py may
-        answer its L2 hits before Flask."""
+    def cached_resource(self, ns, table, load, lists=False, public=True):
+        """Declare a cached resource (cache.Resource): its items are the rows of
+        ``table``, which the capture triggers of init.sql must watch."""
+        resource = Resource(ns, table, load, lists=lists, public=public)
+        self.record_once(lambda state: cache.register(state.app, resource))
+        return resource
 
-        def decorator(view_class):
-            self.public_items[view_class.__name__] = (ns, id_arg)
-            return view_class
+    def item_of(self, resource, missing):
+        """Decorates a MethodView's ``get``, which then answers the item of
+        ``resource`` that the route's one argument names, or a 404 saying
+        ``missing`` (``{}`` for the id). Its body is not run: the answer is
+        item_reads.answer's, which the WSGI layer there also gives, before
+        Flask, to anonymous reads of a public resource."""
+
+        def decorator(get):
+            self.item_views[get.__qualname__.split(".")[-2]] = (resource, missing)  # the view class
+
+            @functools.wraps(get)
+            def view(_self, **route_args):
+                (item_id,) = route_args.values()
+                return item_response(resource, item_id, missing)
+
+            return view
 
         return decorator
 
@@ -84,19 +102,22 @@ class Blueprint(flask_smorest.Blueprint):
         return decorator
 
 
-def cached_item(ns, item_id, load, missing):
-    """An item's JSON response from L2, or from ``load()``; 404 saying ``missing`` when there is none."""
-    body, l2 = cache.item(ns, item_id, load)
-    if body is None:
-        abort(404, message=missing)
-    return json_response(body, l2=l2)
+def item_response(resource, item_id, missing):
+    """This request's read of one item of ``resource`` (item_reads.answer)."""
+    # L1 never stores an authorized answer (nginx/cache.conf): nothing to refresh there.
+    l1_uri = "" if "Authorization" in request.headers else request.environ.get("RAW_URI", "")
+    status, headers, body = item_reads.answer(
+        resource, item_id, missing, l1_uri=l1_uri,
+        refresh=item_reads.wants_refresh(request.headers.get("Cache-Control", "")),
+    )
+    return Response(body, status, headers)
 
 
-def cached_list(ns, query, load):
+def cached_list(resource, query, load):
     """A list's JSON response, with its headers, from L2 or from ``load()`` (a ``pack``ed page)."""
-    packed, l2 = cache.listing(ns, query, load)
+    packed, l2 = cache.listing(resource, query, load)
     body, headers = unpack(packed)
-    return json_response(body, headers=headers, l2=l2)
+    return json_response(body, headers=headers, l2=l2, l1=resource.public)
 
 
 class TextRule(ma.validate.Regexp):

@@ -14,7 +14,6 @@ from werkzeug.security import check_password_hash, generate_password_hash
 import db
 from blueprints import Blueprint, printable
 from blueprints.users import EMAIL_RULES, NAME_RULES
-from cache import cache
 from security import BEARER, auth_rate_limit, limiter
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/user", description="Accounts and tokens")
@@ -78,7 +77,6 @@ class Register(MethodView):
             """,
             (name, account["email"], generate_password_hash(account["password"])),
         )
-        cache.invalidate("users")
         return created
 
 

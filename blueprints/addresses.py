@@ -10,12 +10,10 @@ from flask.views import MethodView
 from flask_smorest import abort
 
 import db
-from blueprints import Blueprint, TrimmedSchema, cached_item, printable
-from cache import cache
+from blueprints import Blueprint, TrimmedSchema, item_response, printable
 from responses import to_json
 
 blp = Blueprint("addresses", __name__, description="Phone number to address book")
-NS = "addresses"
 
 
 class PhoneNumber(ma.fields.String):
@@ -73,8 +71,9 @@ def _load_address(phone):
     return None if row is None else to_json({"phone": row["phone"], "address": row["address"]})
 
 
-def _missing(phone):
-    return f"No address for {phone}."
+MISSING = "No address for {}."
+
+ADDRESSES = blp.cached_resource("addresses", table="customer_addresses", load=_load_address)
 
 
 @blp.route("")
@@ -84,8 +83,7 @@ class CustomerAddresses(MethodView):
     @blp.errors(404)
     def get(self, args):
         """Get the address of a phone number"""
-        phone = args["phone"]
-        return cached_item(NS, phone, lambda: _load_address(phone), _missing(phone))
+        return item_response(ADDRESSES, args["phone"], MISSING)
 
     @blp.arguments(CustomerAddressSchema)
     @blp.response(201, AddressResultSchema)
@@ -99,7 +97,6 @@ class CustomerAddresses(MethodView):
             """,
             (entry["phone"], entry["address"]),
         )
-        cache.invalidate(NS, entry["phone"], lists=False)
         return {"detail": "Created", "customer_addr": entry}
 
     @blp.arguments(CustomerAddressSchema)
@@ -118,8 +115,7 @@ class CustomerAddresses(MethodView):
             (entry["address"], entry["phone"]),
         )
         if found is None:
-            abort(404, message=_missing(entry["phone"]))
-        cache.invalidate(NS, entry["phone"], lists=False)
+            abort(404, message=MISSING.format(entry["phone"]))
         return {"detail": "Updated", "customer_addr": entry}
 
     @blp.arguments(PhoneQueryArgsSchema, location="query")
@@ -129,6 +125,5 @@ class CustomerAddresses(MethodView):
         """Delete a phone number and its address"""
         phone = args["phone"]
         if db.write_one("DELETE FROM customer_addresses WHERE phone = %s RETURNING phone", (phone,)) is None:
-            abort(404, message=_missing(phone))
-        cache.invalidate(NS, phone, lists=False)
+            abort(404, message=MISSING.format(phone))
         return ""

@@ -1,4 +1,4 @@
-"""Health: is the database reachable, is the cache reachable."""
+"""Health: is the database reachable, is the cache reachable, does the relay keep up."""
 
 import logging
 
@@ -8,8 +8,9 @@ import redis
 from flask.views import MethodView
 
 import db
+import relay
 from blueprints import Blueprint
-from cache import cache
+from cache import CAUGHT_UP, cache
 
 blp = Blueprint("health", __name__, description="Liveness and dependencies")
 log = logging.getLogger(__name__)
@@ -19,6 +20,10 @@ class HealthSchema(ma.Schema):
     status = ma.fields.String(metadata={"description": "healthy or unhealthy"})
     database = ma.fields.String(metadata={"description": "ok or down"})
     cache = ma.fields.String(metadata={"description": "ok or down; the API works without it"})
+    relay = ma.fields.Dict(
+        metadata={"description": "the cache relay: state (ok, or behind: L2 unused meanwhile), "
+                  "changes_waiting, oldest_change_s"}
+    )
 
 
 def _database_ok():
@@ -30,12 +35,22 @@ def _database_ok():
         return False
 
 
-def _cache_ok():
+def _cache_state():
+    """(cache reachable, relay caught up)."""
     try:
-        return bool(cache.client().ping())
+        return True, bool(cache.client().exists(CAUGHT_UP))
     except redis.RedisError as error:
         log.warning("health: cache down: %s", error)
-        return False
+        return False, False
+
+
+def _relay(caught_up, database_ok):
+    waiting = db.fetch_one(relay.BACKLOG_SQL) if database_ok else {}
+    return {
+        "state": "ok" if caught_up else "behind",
+        "changes_waiting": waiting.get("changes"),
+        "oldest_change_s": waiting.get("oldest_s"),
+    }
 
 
 @blp.route("/health")
@@ -46,10 +61,12 @@ class Health(MethodView):
     def get(self):
         """Report the service's health; 503 when PostgreSQL is unreachable"""
         database_ok = _database_ok()
+        cache_ok, caught_up = _cache_state()
         body = {
             "status": "healthy" if database_ok else "unhealthy",
             "database": "ok" if database_ok else "down",
-            "cache": "ok" if _cache_ok() else "down",
+            "cache": "ok" if cache_ok else "down",
+            "relay": _relay(caught_up, database_ok),
         }
         # no-store: nginx must not answer health checks from its cache.
         return body, 200 if database_ok else 503, {"Cache-Control": "no-store"}

@@ -12,16 +12,13 @@ from blueprints import (
     Blueprint,
     PageArgsSchema,
     TrimmedSchema,
-    cached_item,
     cached_list,
     pagination_header,
     printable_with_line_breaks,
 )
-from cache import cache
 from responses import json_response, pack, to_json
 
 blp = Blueprint("incidents", __name__, url_prefix="/incident", description="Incident log")
-NS = "incidents"
 
 STATUSES = ("new", "completed", "failed")
 SOURCES = ("operator", "monitoring", "partner")
@@ -136,6 +133,9 @@ def _load_page(args):
     return pack(to_json([incident_json(row) for row in rows]), header)
 
 
+INCIDENTS = blp.cached_resource("incidents", table="incidents", load=_load_incident, lists=True)
+
+
 @blp.route("/create")
 class IncidentCreate(MethodView):
     @blp.arguments(IncidentCreateSchema)
@@ -151,7 +151,6 @@ class IncidentCreate(MethodView):
             """,
             (incident["incident_message"], incident["incident_type"], incident["source"]),
         )["id"]
-        cache.invalidate(NS)
         return {"message": "Incident created", "incident_id": incident_id}
 
 
@@ -162,19 +161,16 @@ class IncidentList(MethodView):
     def get(self, args):
         """List incidents, newest first, optionally by status and source; page or cursor"""
         query = ":".join(str(args.get(k, "")) for k in ("page", "limit", "cursor", "status", "source"))
-        return cached_list(NS, query, lambda: _load_page(args))
+        return cached_list(INCIDENTS, query, lambda: _load_page(args))
 
 
 @blp.route(f"/get/<{BIGINT_ID}:incident_id>")
-@blp.public_item(NS, "incident_id")
 class IncidentById(MethodView):
     @blp.response(200, IncidentSchema)
     @blp.errors(404)
+    @blp.item_of(INCIDENTS, missing="Incident {} not found.")
     def get(self, incident_id):
         """Get one incident"""
-        return cached_item(
-            NS, incident_id, lambda: _load_incident(incident_id), f"Incident {incident_id} not found."
-        )
 
 
 @blp.route("/update-status")
@@ -196,5 +192,4 @@ class IncidentStatus(MethodView):
         )
         if row is None:
             abort(404, message=f"Incident {incident_id} not found.")
-        cache.invalidate(NS, incident_id)
         return json_response(to_json(incident_json(row)))

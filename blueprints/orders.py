@@ -1,8 +1,9 @@
 """Orders: each account's own, behind a bearer token; processed by the Celery worker.
 
-An order is cached in L2 under its owner's id and its own, so one account's
-lookup can never be answered with another's entry. Authenticated responses
-are ``private, no-store`` and never enter L1 (security.py, nginx/cache.conf).
+An order is cached in L2 by its id, and every answer, cached or not, is
+checked against the token's account: one account never reads another's.
+Authenticated responses are ``private, no-store`` and never enter L1
+(security.py, nginx/cache.conf).
 """
 
 import json
@@ -18,13 +19,12 @@ from flask_smorest import abort
 
 import db
 import tasks
-from blueprints import BIGINT_ID, PAGINATION_DOC, Blueprint, cached_item, pagination_header, printable
+from blueprints import BIGINT_ID, PAGINATION_DOC, Blueprint, pagination_header, printable
 from cache import cache
 from responses import json_response, to_json
 from security import limiter, orders_rate_limit
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders of the signed-in account")
-NS = "orders"
 
 MAX_MONEY = Decimal("1000000000")
 CENT = Decimal("0.01")
@@ -114,13 +114,12 @@ def _order_id(raw):
         abort(422, message="Not a valid order id.", errors={"path": {"order_id": ["Not a valid UUID."]}})
 
 
-def _cache_id(account, order_id):
-    return f"{account}:{order_id}"
-
-
-def _load_order(account, order_id):
-    row = db.fetch_one(SELECT_ORDER + "WHERE id = %s AND user_id = %s", (order_id, account))
+def _load_order(order_id):
+    row = db.fetch_one(SELECT_ORDER + "WHERE id = %s", (order_id,))
     return None if row is None else to_json(_order.dump(row))
+
+
+ORDERS = blp.cached_resource("orders", table="orders", load=_load_order, public=False)
 
 
 def _missing(order_id):
@@ -167,9 +166,10 @@ class OrderById(MethodView):
     def get(self, order_id):
         """Get one of your orders"""
         order_id, account = _order_id(order_id), _current_account()
-        return cached_item(
-            NS, _cache_id(account, order_id), lambda: _load_order(account, order_id), _missing(order_id)
-        )
+        body, l2 = cache.item(ORDERS, order_id)
+        if body is None or json.loads(body)["user_id"] != account:
+            abort(404, message=_missing(order_id))
+        return json_response(body, l2=l2)
 
     @jwt_required()
     @blp.arguments(OrderStatusSchema)
@@ -192,7 +192,6 @@ class OrderById(MethodView):
                     abort(409, message=f"An order that is {row['status']} cannot become {wanted}.")
                 cur.execute("UPDATE orders SET status = %s WHERE id = %s", (wanted, order_id))
                 row["status"] = wanted
-        cache.invalidate(NS, _cache_id(account, order_id), lists=False)
         return json_response(to_json(_order.dump(row)))
 
 
@@ -251,7 +250,6 @@ def process_order(order_id):
             """,
             (consistent, order_id),
         )
-    cache.invalidate(NS, _cache_id(row["user_id"], order_id), lists=False)
     return "processed" if consistent else "canceled: total does not match items"
 
 

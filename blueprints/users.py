@@ -12,16 +12,13 @@ from blueprints import (
     MessageSchema,
     PageArgsSchema,
     TrimmedSchema,
-    cached_item,
     cached_list,
     pagination_header,
     printable,
 )
-from cache import cache
 from responses import pack, to_json
 
 blp = Blueprint("users", __name__, description="User accounts: CRUD")
-NS = "users"
 
 MAX_PAGE_SIZE = 1000
 
@@ -102,6 +99,9 @@ def _load_page(args):
     return pack(to_json([user_json(row) for row in rows]), header)
 
 
+USERS = blp.cached_resource("users", table="users", load=_load_user, lists=True)
+
+
 @blp.route("/users")
 class Users(MethodView):
     @blp.arguments(UserQueryArgsSchema, location="query")
@@ -109,7 +109,7 @@ class Users(MethodView):
     def get(self, args):
         """List users, ordered by id; page or cursor"""
         query = f"{args['page']}:{args['page_size']}:{args.get('cursor', '')}"
-        return cached_list(NS, query, lambda: _load_page(args))
+        return cached_list(USERS, query, lambda: _load_page(args))
 
     @blp.arguments(UserSchema)
     @blp.response(201, CreatedSchema)
@@ -124,18 +124,16 @@ class Users(MethodView):
             """,
             (user["name"], user["email"]),
         )["id"]
-        cache.invalidate(NS)
         return {"id": user_id, "message": "Created"}, {"Location": f"/users/{user_id}"}
 
 
 @blp.route(f"/users/<{BIGINT_ID}:user_id>")
-@blp.public_item(NS, "user_id")
 class UserById(MethodView):
     @blp.response(200, UserSchema)
     @blp.errors(404)
+    @blp.item_of(USERS, missing="User {} not found.")
     def get(self, user_id):
         """Get one user"""
-        return cached_item(NS, user_id, lambda: _load_user(user_id), f"User {user_id} not found.")
 
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, MessageSchema)
@@ -154,7 +152,6 @@ class UserById(MethodView):
         )
         if found is None:
             abort(404, message=f"User {user_id} not found.")
-        cache.invalidate(NS, user_id)
         return {"message": "Updated"}
 
     @blp.response(200, MessageSchema)
@@ -163,5 +160,4 @@ class UserById(MethodView):
         """Delete a user"""
         if db.write_one("DELETE FROM users WHERE id = %s RETURNING id", (user_id,)) is None:
             abort(404, message=f"User {user_id} not found.")
-        cache.invalidate(NS, user_id)
         return {"message": "Deleted"}

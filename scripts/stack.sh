@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local stack without Docker: PostgreSQL, Redis, gunicorn and nginx, each
+# The local stack without Docker: PostgreSQL, Redis, gunicorn, the Celery
+# worker, the cache relay and nginx, each
 # started in the background from one directory of its own (STACK_DIR).
 #
 #   scripts/stack.sh up       start what is not running; returns once the API answers
@@ -7,7 +8,7 @@
 #   scripts/stack.sh reset    stop everything and delete the data
 #   scripts/stack.sh status   what is running
 #   scripts/stack.sh stop|start SERVICE
-#                             one of postgres, redis, app, worker, nginx (fault drills;
+#                             one of postgres, redis, app, relay, worker, nginx (fault drills;
 #                             `start app` reloads running workers, like `up`)
 #
 # Only nginx listens on TCP (LISTEN_HOST:PORT); the others use unix sockets
@@ -137,6 +138,22 @@ start_app() {
     log "gunicorn: started"
 }
 
+start_relay() {
+    local dir=$STACK_DIR/relay
+    mkdir -p "$dir"
+    # Like the worker: restarted with the current code (a change it had not
+    # deleted yet is applied again, which changes nothing).
+    stop_pidfile relay "$dir/relay.pid"
+    local ready_before
+    ready_before=$(grep -c 'relay: applying changes' "$dir/relay.log" 2>/dev/null || true)
+    # Every nginx of the stack: this one.
+    L1_REFRESH_URLS=${L1_REFRESH_URLS:-http://$LISTEN_HOST:$PORT} with_env setsid "$VENV/bin/python" relay.py \
+        >>"$dir/relay.log" 2>&1 </dev/null &
+    echo $! >"$dir/relay.pid"
+    wait_for 30 "the cache relay" more_lines_than "${ready_before:-0}" 'relay: applying changes' "$dir/relay.log"
+    log "cache relay: started"
+}
+
 start_worker() {
     local dir=$STACK_DIR/worker
     mkdir -p "$dir"
@@ -192,6 +209,7 @@ up() {
     start_postgres
     start_redis
     start_app
+    start_relay
     start_worker
     start_nginx
     local pg stop="make down     (reset the data: make reset)"
@@ -200,7 +218,7 @@ up() {
     cat >&2 <<INFO
 
 The API answers on http://$LISTEN_HOST:$PORT  (docs: http://$LISTEN_HOST:$PORT/docs)
-  state and logs   $STACK_DIR  (app/app.log, worker/worker.log, nginx/access.log, redis/redis.log)
+  state and logs   $STACK_DIR  (app/app.log, relay/relay.log, worker/worker.log, nginx/access.log, redis/redis.log)
   database         psql -h $pg/run -U app app    (data in $pg/data)
   stop             $stop
 INFO
@@ -219,6 +237,7 @@ down() {
     [ -d "$STACK_DIR" ] || return 0
     stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
     stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
+    stop_pidfile relay "$STACK_DIR/relay/relay.pid"
     stop_pidfile celery "$STACK_DIR/worker/celery.pid"
     stop_pidfile redis "$STACK_DIR/redis/redis.pid"
     stop_postgres
@@ -230,14 +249,16 @@ service() {  # service start|stop NAME
         start:postgres) start_postgres ;;
         start:redis) start_redis ;;
         start:app) start_app ;;
+        start:relay) start_relay ;;
         start:worker) start_worker ;;
         start:nginx) start_nginx ;;
         stop:postgres) stop_postgres ;;
         stop:redis) stop_pidfile redis "$STACK_DIR/redis/redis.pid" ;;
         stop:app) stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid" ;;
+        stop:relay) stop_pidfile relay "$STACK_DIR/relay/relay.pid" ;;
         stop:worker) stop_pidfile celery "$STACK_DIR/worker/celery.pid" ;;
         stop:nginx) stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid" ;;
-        *) die "usage: $0 $1 postgres|redis|app|worker|nginx" ;;
+        *) die "usage: $0 $1 postgres|redis|app|relay|worker|nginx" ;;
     esac
 }
 
@@ -250,7 +271,8 @@ reset() {
 
 status() {
     local dir
-    for pair in "nginx:nginx/nginx.pid" "gunicorn:app/gunicorn.pid" "celery:worker/celery.pid" "redis:redis/redis.pid"; do
+    for pair in "nginx:nginx/nginx.pid" "gunicorn:app/gunicorn.pid" "relay:relay/relay.pid" "celery:worker/celery.pid" \
+        "redis:redis/redis.pid"; do
         if alive "$STACK_DIR/${pair#*:}"; then echo "${pair%%:*}: running"; else echo "${pair%%:*}: stopped"; fi
     done
     dir=$( [ -d "$STACK_DIR" ] && pg_dir )

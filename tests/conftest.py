@@ -29,6 +29,8 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-of-at-least-32-bytes")
 
 import db  # noqa: E402  (after the environment above: app.py builds an app on import)
 from app import create_app  # noqa: E402
+from cache import CAUGHT_UP  # noqa: E402
+from relay import Relay  # noqa: E402
 
 
 def _stack_setting(name):
@@ -56,7 +58,9 @@ def test_database_url():
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
-    return make_dsn(**{**stack_dsn, "dbname": name})
+    url = make_dsn(**{**stack_dsn, "dbname": name})
+    os.environ["TEST_DATABASE_URL"] = url  # for tests that write as psql would
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +82,8 @@ def make_app(test_database_url, test_redis_url):
             "RATE_LIMIT_AUTH": "1000 per minute",
             "RATE_LIMIT_ORDERS": "1000 per minute",
             "CACHE_RETRY_AFTER": 0.2,
+            # No nginx here: the relay refreshes nothing in L1.
+            "L1_REFRESH_URLS": [],
         }
         config.update(overrides)
         return create_app(config)
@@ -93,14 +99,63 @@ def app(make_app):
     return app
 
 
+class RunningRelay:
+    """The cache relay (relay.py) of one app, in a thread of this process."""
+
+    def __init__(self, app):
+        self.relay = Relay(app)
+        self.thread = threading.Thread(target=self.relay.run, name="test-relay", daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.relay.stop()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def session_relay(app):
+    """The relay of the test database and Redis db: one per run, like a stack's."""
+    running = RunningRelay(app)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def relay_for(app, session_relay):
+    """``relay_for(other_app)`` runs the relay for an app with a Redis of its
+    own instead of the session's, until the test ends."""
+    started = []
+
+    def run(other_app):
+        session_relay.stop()
+        started.append(RunningRelay(other_app))
+        return started[-1]
+
+    yield run
+    for running in started:
+        running.stop()
+    if started:
+        session_relay.__init__(app)
+
+
+def wait_caught_up(redis_url, seconds=5):
+    """Until the relay has said it caught up in that Redis (cache.CAUGHT_UP)."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + seconds
+    while not client.exists(CAUGHT_UP):
+        assert time.monotonic() < deadline, "the relay did not catch up"
+        time.sleep(0.01)
+
+
 @pytest.fixture(autouse=True)
-def clean_state(app, test_redis_url):
-    """Every test starts from the seed rows and an empty cache."""
+def clean_state(app, test_redis_url, session_relay):
+    """Every test starts from the seed rows, an empty cache and a relay caught up."""
     with app.app_context():
         with db.transaction() as cur:
             cur.execute("TRUNCATE users, customer_addresses, incidents, orders RESTART IDENTITY")
         db.init_db()
     redis.Redis.from_url(test_redis_url).flushdb()
+    wait_caught_up(test_redis_url)
 
 
 @pytest.fixture

@@ -1,12 +1,16 @@
 """L2: cache-aside in Redis, invalidated after every write, and never a reason to fail."""
 
+import os
 import socket
 import threading
 import time
 
+import psycopg2
 import redis
 
 from blueprints import users
+from cache import CAUGHT_UP_SECONDS
+from tests.conftest import wait_caught_up
 
 
 def l2(response):
@@ -61,7 +65,7 @@ def test_cache_entries_expire_after_the_ttl(make_app):
 def test_a_reader_that_loaded_before_a_write_does_not_store_the_old_row(app, client, monkeypatch):
     """The refill race, forced: the read loads Alice, the write commits, then the read stores."""
     loaded, release = threading.Event(), threading.Event()
-    real_load = users._load_user
+    real_load = users.USERS.load
 
     def load_then_wait(user_id):
         body = real_load(user_id)
@@ -69,12 +73,12 @@ def test_a_reader_that_loaded_before_a_write_does_not_store_the_old_row(app, cli
         assert release.wait(10)
         return body
 
-    monkeypatch.setattr(users, "_load_user", load_then_wait)
+    monkeypatch.setattr(users.USERS, "load", load_then_wait)
     answers = []
     reader = threading.Thread(target=lambda: answers.append(app.test_client().get("/users/1")))
     reader.start()
     assert loaded.wait(10)
-    monkeypatch.setattr(users, "_load_user", real_load)
+    monkeypatch.setattr(users.USERS, "load", real_load)
 
     assert client.put("/users/1", json={"name": "Alicia"}).status_code == 200
     release.set()
@@ -108,8 +112,22 @@ def test_a_list_loaded_before_a_write_is_not_served_after_it(app, client, monkey
     assert "Dana" in [u["name"] for u in client.get("/users").get_json()]
 
 
-def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server):
-    client = make_app(REDIS_URL=redis_server.url).test_client()
+def eventually(read, condition, seconds=3):
+    """The first ``read()`` that meets ``condition``, and the seconds it took, or fail."""
+    started = time.monotonic()
+    while True:
+        response = read()
+        if condition(response):
+            return response, time.monotonic() - started
+        assert time.monotonic() - started < seconds, (response.status_code, response.get_data(as_text=True))
+        time.sleep(0.02)
+
+
+def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server, relay_for):
+    app = make_app(REDIS_URL=redis_server.url)
+    relay_for(app)
+    wait_caught_up(redis_server.url)
+    client = app.test_client()
     assert l2(client.get("/users/1")) == "MISS"
     assert l2(client.get("/users/1")) == "HIT"
 
@@ -125,16 +143,17 @@ def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server):
     health = client.get("/health")
     assert health.status_code == 200 and health.get_json()["cache"] == "down"
 
-    redis_server.start()
-    time.sleep(0.3)  # CACHE_RETRY_AFTER in the tests
-    assert l2(client.get("/users/1")) == "MISS"
+    redis_server.start()  # empty, and L2 unused until the relay has caught up with it
+    eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "MISS")
     assert l2(client.get("/users/1")) == "HIT"
     assert client.get("/health").get_json()["cache"] == "ok"
 
 
-def test_a_write_redis_missed_is_replayed_before_its_entry_is_served(make_app, redis_server, redis_link):
-    """Redis cut off (a partition): it keeps the old entry, and a write's
-    invalidation cannot reach it. The write must not be masked afterwards."""
+def test_a_write_whose_invalidation_redis_missed_is_applied_by_the_relay(make_app, redis_server, redis_link, relay_for):
+    """The writer cut off from Redis (a partition: Redis keeps the old entry),
+    then gone before it could try again: the change still reaches L2."""
+    relay_for(make_app(REDIS_URL=redis_server.url))
+    wait_caught_up(redis_server.url)
     client = make_app(REDIS_URL=redis_link.url).test_client()
     client.get("/users/1")
     assert l2(client.get("/users/1")) == "HIT"
@@ -142,17 +161,68 @@ def test_a_write_redis_missed_is_replayed_before_its_entry_is_served(make_app, r
     redis_link.cut()
     assert client.put("/users/1", json={"name": "Alice Cut Off"}).status_code == 200
     redis_link.mend()
-    # Until the replay lands this process reads PostgreSQL only.
-    read = client.get("/users/1")
-    assert (l2(read), read.get_json()["name"]) == ("DOWN", "Alice Cut Off")
-
-    deadline = time.monotonic() + 5
-    while l2(read) == "DOWN" and time.monotonic() < deadline:
-        time.sleep(0.05)
-        read = client.get("/users/1")
-    assert l2(read) == "MISS" and read.get_json()["name"] == "Alice Cut Off"
+    # A new process (the writer was killed): it has no memory of the write.
+    other = make_app(REDIS_URL=redis_link.url).test_client()
+    read, _ = eventually(lambda: other.get("/users/1"), lambda r: l2(r) != "DOWN")
+    assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice Cut Off")
     assert redis.Redis.from_url(redis_server.url).get("v1:users:item:1").decode() == read.get_data(as_text=True).strip()
+
+
+def test_a_relay_cut_off_from_redis_makes_l2_unused_within_a_second(make_app, redis_server, redis_link, relay_for):
+    """Nothing applies the changes while the relay is cut off: L2 must not be read."""
+    relay_for(make_app(REDIS_URL=redis_link.url))
+    wait_caught_up(redis_server.url)
+    client = make_app(REDIS_URL=redis_server.url).test_client()
+    client.get("/users/1")
     assert l2(client.get("/users/1")) == "HIT"
+
+    redis_link.cut()
+    write_with_psql("UPDATE users SET name = 'Alice by psql' WHERE id = 1")
+    read, waited = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN")
+    assert waited <= CAUGHT_UP_SECONDS + 0.1
+    assert read.get_json()["name"] == "Alice by psql"
+
+    redis_link.mend()
+    read, _ = eventually(lambda: client.get("/users/1"), lambda r: l2(r) != "DOWN")
+    assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice by psql")
+
+
+def write_with_psql(sql):
+    """A write that bypasses the API, on a connection of its own (as psql would)."""
+    conn = psycopg2.connect(os.environ["TEST_DATABASE_URL"])
+    with conn, conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def test_a_write_from_psql_reaches_l2_within_a_second(client):
+    client.get("/users/2")
+    assert l2(client.get("/users/2")) == "HIT"
+    write_with_psql("UPDATE users SET name = 'Robert by psql' WHERE id = 2")
+    read, waited = eventually(lambda: client.get("/users/2"), lambda r: r.get_json()["name"] == "Robert by psql")
+    assert waited <= 1.0
+    client.get("/users")
+    write_with_psql("DELETE FROM users WHERE id = 3")
+    listed, waited = eventually(lambda: client.get("/users"), lambda r: 3 not in [u["id"] for u in r.get_json()])
+    assert waited <= 1.0
+    write_with_psql("TRUNCATE users CASCADE")
+    gone, waited = eventually(lambda: client.get("/users/2"), lambda r: r.status_code == 404)
+    assert waited <= 1.0
+
+
+def test_changes_wait_for_a_stopped_relay_and_l2_is_unused_meanwhile(client, session_relay, test_redis_url):
+    client.get("/users/1")
+    session_relay.stop()
+    write_with_psql("UPDATE users SET name = 'Alice later' WHERE id = 1")
+    read, waited = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN")
+    assert read.get_json()["name"] == "Alice later"
+    with psycopg2.connect(os.environ["TEST_DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM cache_changes WHERE table_name = 'users' AND row_key = '1'")
+        assert cur.fetchone()[0] >= 1  # kept for the relay
+    session_relay.__init__(session_relay.relay.app)
+    wait_caught_up(test_redis_url)
+    read = client.get("/users/1")
+    assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice later")
 
 
 def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
@@ -190,7 +260,7 @@ def test_writes_invalidate_with_no_key_scans(client, test_redis_url):
     client.put("/users/1", json={"name": "Alicia"})
     client.delete("/users/2")
     after = calls()
-    assert after["incr"] == before["incr"] + 2
+    assert after["incr"] >= before["incr"] + 2  # the writer's own, and the relay's again
     assert (after["keys"], after["scan"]) == (before["keys"], before["scan"])
 
 
@@ -209,4 +279,5 @@ def test_cache_enabled_false_serves_everything_from_postgresql(make_app, test_re
     assert [l2(client.get("/users/1")) for _ in range(2)] == ["OFF", "OFF"]
     client.put("/users/1", json={"name": "Alicia"})
     assert client.get("/users/1").get_json()["name"] == "Alicia"
-    assert redis.Redis.from_url(test_redis_url).dbsize() == 0
+    stored = redis.Redis.from_url(test_redis_url).keys("v1:users:*")
+    assert [key for key in stored if not key.endswith(b":ver") and b":gen" not in key] == []  # the relay's own

@@ -217,7 +217,9 @@ def test_created_at_is_identical_from_database_and_cache(client):
 def test_health_reports_both_dependencies(client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "healthy", "database": "ok", "cache": "ok"}
+    body = response.get_json()
+    assert {k: body[k] for k in ("status", "database", "cache")} == {"status": "healthy", "database": "ok", "cache": "ok"}
+    assert body["relay"]["state"] == "ok" and body["relay"]["changes_waiting"] >= 0
     assert response.headers["Cache-Control"] == "no-store"
 
 

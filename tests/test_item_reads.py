@@ -1,23 +1,25 @@
-"""L2 hits of public items answered before Flask (l2_fast_path.py): the same
-answers as the views give, and nothing else answered there."""
+"""Reads of one item (item_reads.py): the views and the WSGI layer before
+Flask give the same answers, and the layer answers nothing else."""
 
 import json
 import time
 from types import SimpleNamespace
 
 import pytest
+import redis
 from flask import Flask
 from flask.views import MethodView
 from flask_smorest import Api
 from werkzeug.test import Client
 
-import l2_fast_path
+import item_reads
 from blueprints import Blueprint
+from blueprints.users import USERS
 
 
 @pytest.fixture
-def fast_path(app):
-    return app.extensions["l2_fast_path"]
+def layer(app):
+    return app.extensions["item_reads"]
 
 
 def record_calls(monkeypatch, owner, name, note):
@@ -34,15 +36,15 @@ def record_calls(monkeypatch, owner, name, note):
 
 
 @pytest.fixture
-def flask_calls(fast_path, monkeypatch):
-    """The paths of the requests the fast path handed to Flask."""
-    return record_calls(monkeypatch, fast_path, "wsgi_app", lambda environ, start_response: environ["PATH_INFO"])
+def flask_calls(layer, monkeypatch):
+    """The paths of the requests the layer handed to Flask."""
+    return record_calls(monkeypatch, layer, "wsgi_app", lambda environ, start_response: environ["PATH_INFO"])
 
 
 @pytest.fixture
-def redis_reads(fast_path, monkeypatch):
-    """The first key of every MGET this process sends, from either path."""
-    return record_calls(monkeypatch, fast_path.backend, "mget", lambda *keys: keys[0])
+def lookups(layer, monkeypatch):
+    """The value key of every item lookup in Redis, from either path."""
+    return record_calls(monkeypatch, layer.app.extensions["cache"], "lookup_item", lambda keys, uri: keys[0])
 
 
 def incident_path(client):
@@ -57,34 +59,43 @@ def answer(response):
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-@pytest.mark.parametrize("item", ["user", "incident"])
-def test_a_hit_is_answered_before_flask_with_the_bytes_and_headers_the_view_sends(
-    app, client, fast_path, flask_calls, item, method
-):
-    path = "/users/1" if item == "user" else incident_path(client)
-    assert client.get(path).headers["X-Cache-L2"] == "MISS"
+@pytest.mark.parametrize("item", ["user", "incident", "missing user"])
+def test_answers_are_the_views_own_bytes_and_headers(app, client, layer, flask_calls, item, method):
+    path = {"user": "/users/1", "missing user": "/users/404"}.get(item) or incident_path(client)
     flask_calls.clear()
-
-    fast = client.open(path, method=method)
-    assert flask_calls == []  # answered before Flask
-    through_flask = Client(fast_path.wsgi_app).open(path, method=method)  # Flask's own path, the same hit
+    first = client.open(path, method=method)  # a miss (or a 404), answered by the layer
+    through_flask = Client(layer.wsgi_app).open(path, method=method)  # Flask's own path
+    cached = client.open(path, method=method)
     assert flask_calls == [path]
-    assert fast.headers["X-Cache-L2"] == "HIT"
-    assert answer(fast) == answer(through_flask)
-    if method == "GET":
-        assert fast.get_json() == json.loads(through_flask.get_data())
+    assert first.headers["X-Cache-L2"] == "MISS"
+    if item != "missing user":
+        assert (through_flask.headers["X-Cache-L2"], cached.headers["X-Cache-L2"]) == ("HIT", "HIT")
+        assert answer(cached) == answer(through_flask)
     else:
-        assert fast.get_data() == b""
+        assert answer(first) == answer(through_flask)
+        assert first.status_code == 404 and "Cache-Control" not in first.headers  # L1 keeps no plain 404
+    if method == "GET":
+        assert json.loads(first.get_data()) == json.loads(through_flask.get_data())
+    else:
+        assert first.get_data() == b""
 
 
-def test_a_miss_is_looked_up_once_and_the_view_goes_on_from_it(client, flask_calls, redis_reads):
+def test_a_miss_is_looked_up_once_and_loaded_once(client, flask_calls, lookups, monkeypatch):
+    loads = record_calls(monkeypatch, USERS, "load", lambda user_id: user_id)
     first = client.get("/users/1")
     assert (first.headers["X-Cache-L2"], first.get_json()["name"]) == ("MISS", "Alice")
-    assert redis_reads == ["v1:users:item:1"]  # the view did not ask again
-    assert flask_calls == ["/users/1"]
-
+    assert (lookups, loads, flask_calls) == (["v1:users:item:1"], [1], [])
     assert client.get("/users/1").headers["X-Cache-L2"] == "HIT"
-    assert (len(redis_reads), len(flask_calls)) == (2, 1)
+    assert (len(lookups), len(loads)) == (2, 1)
+
+
+def test_l1_may_keep_what_it_answers_and_the_relay_learns_under_which_uri(client, test_redis_url):
+    read = client.get("/users/1")
+    assert read.headers["Cache-Control"].startswith("public, max-age=4, stale-while-revalidate=1")
+    assert redis.Redis.from_url(test_redis_url).smembers("v1:users:item:1:l1") == {b"/users/1"}
+    # A deleted item's 404 replaces L1's entry only when the client asked for a fresh answer.
+    fresh_404 = client.get("/users/404", headers={"Cache-Control": "no-cache"})
+    assert (fresh_404.status_code, fresh_404.headers["Cache-Control"]) == (404, read.headers["Cache-Control"])
 
 
 @pytest.mark.parametrize(
@@ -115,15 +126,15 @@ def test_writes_to_an_item_route_go_to_flask(client, flask_calls):
     assert client.get("/users/1").get_json()["name"] == "Al"
 
 
-def test_while_the_cache_reads_nothing_from_redis_neither_does_the_fast_path(client, fast_path, flask_calls):
+def test_while_the_cache_reads_nothing_from_redis_it_reads_postgresql(client, layer):
     client.get("/users/1")
-    fast_path.backend.down_until = time.monotonic() + 30
+    backend = layer.app.extensions["cache"]
+    backend.down_until = time.monotonic() + 30
     try:
         read = client.get("/users/1")
     finally:
-        fast_path.backend.down_until = 0.0
+        backend.down_until = 0.0
     assert (read.status_code, read.headers["X-Cache-L2"]) == (200, "DOWN")
-    assert "/users/1" in flask_calls
 
 
 def test_its_answers_are_logged_like_every_other(make_app, capsys):
@@ -136,18 +147,18 @@ def test_its_answers_are_logged_like_every_other(make_app, capsys):
     assert [(line["path"], line["status"]) for line in lines] == [("/users/1", 200)]
 
 
-def test_a_declaration_its_route_does_not_match_stops_the_start():
+def test_an_item_route_without_one_id_argument_stops_the_start():
     app = Flask(__name__)
     app.extensions["cache"] = SimpleNamespace(enabled=True)
     app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
     blp = Blueprint("things", __name__)
 
-    @blp.route("/things/<int:thing_id>")
-    @blp.public_item("things", "id")
+    @blp.route("/things/<int:thing_id>/<int:part>")
     class ThingById(MethodView):
-        def get(self, thing_id):
-            return {}
+        @blp.item_of(USERS, missing="No thing {}.")
+        def get(self, thing_id, part):
+            """Get a thing"""
 
     Api(app).register_blueprint(blp)
-    with pytest.raises(RuntimeError, match="things.ThingById: public_item names 'id'"):
-        l2_fast_path.init_app(app)
+    with pytest.raises(RuntimeError, match="things.ThingById: item_of needs a route with one argument"):
+        item_reads.init_app(app)

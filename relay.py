@@ -1,0 +1,245 @@
+"""The cache relay: applies every committed change of a cached table to both cache levels.
+
+Triggers note each change of a cached table in ``cache_changes``, inside the
+writing transaction (init.sql). The relay reads them in order and, for each
+batch, invalidates L2 (``cache.apply``), asks every nginx of
+``L1_REFRESH_URLS`` to refresh the URIs under which it may hold a changed item,
+and only then deletes them. At least once, and safe to kill anywhere: what was
+not deleted is applied again after a restart, and applying twice changes
+nothing. One relay works per database at a time (an advisory lock); another
+started beside it waits for the lock.
+
+Each time it has applied every change committed before it looked, the relay
+tells Redis so for one second (``cache.CAUGHT_UP``), and L2 is read only while
+that holds: a relay that is dead, behind or cut off from Redis makes the API
+slower (L2 unused), never staler.
+
+    python relay.py           run it (make up and docker compose start it)
+    python relay.py --check   exit 0 if a relay holds the lock and no change has waited 5 s (healthcheck)
+"""
+
+import argparse
+import http.client
+import logging
+import signal
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import psycopg2
+import redis
+
+from cache import CAUGHT_UP_SECONDS, cache
+
+log = logging.getLogger("api.relay")
+
+POLL_SECONDS = 0.05  # between looks at an empty queue: the usual lag
+BATCH = 1000
+RETRY_SECONDS = 0.5
+REPORT_SECONDS = 10  # how often it logs what it applied
+LOCK_KEY = 7_401_100_001  # pg_advisory_lock key: one relay per database
+HEALTHY_LAG_SECONDS = 5
+
+BACKLOG_SQL = """
+    SELECT count(*) AS changes,
+           coalesce(extract(epoch FROM now() - min(noted_at)), 0)::float AS oldest_s
+    FROM cache_changes
+"""
+
+
+class Relay:
+    def __init__(self, app):
+        self.app = app
+        cfg = app.config
+        self.dsn, self.connect_timeout = cfg["DATABASE_URL"], cfg["DB_CONNECT_TIMEOUT"]
+        self.refresher = L1Refresher(cfg["L1_REFRESH_URLS"])
+        self.stopping = threading.Event()
+        self._applied, self._worst_lag, self._reported = 0, 0.0, time.monotonic()
+
+    def run(self):
+        """Until ``stop()``: reconnect after any PostgreSQL error."""
+        with self.app.app_context():
+            self.refresher.start()
+            while not self.stopping.is_set():
+                try:
+                    self._serve()
+                except psycopg2.Error as error:
+                    log.error("relay: PostgreSQL failed, reconnecting: %s", error)
+                    self.stopping.wait(RETRY_SECONDS)
+            self.refresher.stop()
+
+    def stop(self):
+        self.stopping.set()
+
+    def _serve(self):
+        conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout, application_name="cache-relay")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                self._wait_for_lock(cur)
+                log.info("relay: applying changes (L1 refresh: %s)", ", ".join(self.refresher.bases) or "none")
+                redis_failing = False
+                while not self.stopping.is_set():
+                    try:
+                        caught_up = self._apply_batch(cur)
+                        if redis_failing:
+                            log.warning("relay: redis is back")
+                        redis_failing = False
+                    except redis.RedisError as error:
+                        if not redis_failing:
+                            log.error("relay: redis failed, changes kept until it answers: %s", error)
+                        redis_failing, caught_up = True, True
+                    if caught_up:
+                        self.stopping.wait(RETRY_SECONDS if redis_failing else POLL_SECONDS)
+        finally:
+            conn.close()
+
+    def _wait_for_lock(self, cur):
+        waiting = False
+        while not self.stopping.is_set():
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+            if cur.fetchone()[0]:
+                return
+            if not waiting:
+                log.info("relay: another relay holds the lock; waiting")
+                waiting = True
+            self.stopping.wait(1)
+
+    def _apply_batch(self, cur):
+        """Apply one batch; True when it was the last (everything committed
+        before the look is applied, which Redis is then told)."""
+        looked = time.monotonic()
+        cur.execute(
+            """
+            SELECT id, table_name, row_key, extract(epoch FROM now() - noted_at)::float
+            FROM cache_changes
+            ORDER BY id
+            LIMIT %s
+            """,
+            (BATCH,),
+        )
+        rows = cur.fetchall()
+        if rows:
+            changes = {}
+            for _, table, key, _ in rows:
+                changes.setdefault(table, set()).add(key)
+            cache.apply(changes)
+            items, _ = cache.targets(changes)
+            public = [item for item in items if item[0].public]
+            if public and self.refresher.bases:
+                self.refresher.add(cache.backend().l1_uris(public))
+            cur.execute("DELETE FROM cache_changes WHERE id = ANY(%s)", ([row[0] for row in rows],))
+            self._note(len(rows), max(row[3] for row in rows))
+        last = len(rows) < BATCH
+        if last:
+            cache.backend().mark_caught_up(CAUGHT_UP_SECONDS - (time.monotonic() - looked))
+        return last
+
+    def _note(self, count, lag):
+        self._applied += count
+        self._worst_lag = max(self._worst_lag, lag)
+        if time.monotonic() - self._reported >= REPORT_SECONDS:
+            log.info("relay: applied %d changes in %d s, the longest waited %.3f s",
+                     self._applied, REPORT_SECONDS, self._worst_lag)
+            self._applied, self._worst_lag, self._reported = 0, 0.0, time.monotonic()
+
+
+class L1Refresher:
+    """Asks every nginx to fetch URIs afresh (``Cache-Control: no-cache``
+    refreshes an entry, nginx/http.conf), in a thread of its own so the relay
+    never waits for it. A refresh that fails is dropped: L1 then catches up
+    within its own 5 s bound."""
+
+    def __init__(self, bases):
+        self.bases = list(bases)
+        self._pending = {}  # insertion-ordered set of URIs
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="l1-refresh", daemon=True)
+
+    def start(self):
+        if self.bases:
+            self._thread.start()
+
+    def stop(self):
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def add(self, uris):
+        with self._wake:
+            self._pending.update(dict.fromkeys(uris))
+            self._wake.notify()
+
+    def _run(self):
+        connections = {}
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                uris, self._pending = list(self._pending), {}
+            for base in self.bases:
+                for uri in uris:
+                    self._refresh(connections, base, uri)
+
+    @staticmethod
+    def _refresh(connections, base, uri):
+        try:
+            conn = connections.get(base)
+            if conn is None:
+                parts = urlsplit(base)
+                conn = connections[base] = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=2)
+            conn.request("GET", uri, headers={"Cache-Control": "no-cache"})
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException) as error:
+            connections.pop(base).close()  # a new connection for the next one
+            log.warning("relay: refreshing %s%s failed: %s", base, uri, error)
+
+
+def check(app):
+    """Healthy: a relay holds the lock and no change has waited HEALTHY_LAG_SECONDS."""
+    conn = psycopg2.connect(app.config["DATABASE_URL"], connect_timeout=app.config["DB_CONNECT_TIMEOUT"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """
+                SELECT EXISTS (
+                    SELECT 1
+                    FROM pg_locks
+                    WHERE locktype = 'advisory'
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND ((classid::bigint << 32) | objid::bigint) = %s
+                      AND granted
+                )
+                """,
+                (LOCK_KEY,),
+            )
+            running = cur.fetchone()[0]
+            cur.execute(BACKLOG_SQL)
+            changes, oldest = cur.fetchone()
+    finally:
+        conn.close()
+    print(f"relay running: {running}; changes waiting: {changes}, the oldest {oldest:.3f} s")
+    return running and oldest < HEALTHY_LAG_SECONDS
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 0 if a relay runs and keeps up")
+    args = parser.parse_args()
+    from app import app  # noqa: PLC0415 (builds the app: only when run)
+
+    if args.check:
+        return 0 if check(app) else 1
+    relay = Relay(app)
+    signal.signal(signal.SIGTERM, lambda *_: relay.stop())
+    signal.signal(signal.SIGINT, lambda *_: relay.stop())
+    relay.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
