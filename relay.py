@@ -14,13 +14,14 @@ tells Redis so for one second (``cache.CAUGHT_UP``), and L2 is read only while
 that holds: a relay that is dead, behind or cut off from Redis makes the API
 slower (L2 unused), never staler.
 
-    python relay.py           run it (make up and docker compose start it)
+    python relay.py           run it (make up and docker compose start it; --pidfile PATH)
     python relay.py --check   exit 0 if a relay holds the lock and no change has waited 5 s (healthcheck)
 """
 
 import argparse
 import http.client
 import logging
+import os
 import signal
 import sys
 import threading
@@ -229,7 +230,11 @@ def check(app):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 0 if a relay runs and keeps up")
+    parser.add_argument("--pidfile", help="write the process id here")
     args = parser.parse_args()
+    if args.pidfile:
+        with open(args.pidfile, "w") as pidfile:
+            pidfile.write(f"{os.getpid()}\n")
     from app import app  # noqa: PLC0415 (builds the app: only when run)
 
     if args.check:

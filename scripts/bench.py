@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """`make bench`: what each cache level buys, each figure beside a baseline measured in the same run.
 
-Starts its own stack on a free port (like `make test`), adds the baselines to
-it (a static file in the same nginx, a bare Flask view and an L2-less copy of
-the app under the same gunicorn settings), drives load with wrk over loopback
-and prints one table, also written to docs/benchmarks.md.
+Starts its own stack on a free port (like `make test`), adds the baselines
+(a plain nginx of its own serving the same bytes from a file, a bare Flask
+view, an L2-less copy of the app, and a copy whose database notes no changes
+for the cache relay, under the same gunicorn settings), drives load with wrk
+over loopback and prints one table, also written to docs/benchmarks.md.
 
     scripts/bench.py                 the full run (a few minutes; 1 million rows)
     scripts/bench.py --quick         seconds: keeps the script working (make test)
@@ -78,6 +79,11 @@ class BenchStack:
         self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
                        ["--pythonpath", str(LUA)])
         self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
+        # The write path without change capture: no trigger, so no notice,
+        # no invalidation and nothing for the relay.
+        dsn = self.nocapture_database()
+        self._gunicorn("nocapture", "app:app", {"DATABASE_URL": dsn})
+        self.static_nginx()
         for size in growth_sizes:
             # One database and one L2-less app per size, so the sizes can be
             # measured in turns, as a ratio and its baseline should be.
@@ -103,11 +109,50 @@ class BenchStack:
                 raise RuntimeError(f"gunicorn {name} did not start: see {log.name}")
             time.sleep(0.1)
 
-    def growth_database(self, size):
+    def nocapture_database(self):
+        self.sql('CREATE DATABASE "nocapture" OWNER app', autocommit=True)
+        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname="nocapture")
+        self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
+        self.drop_change_capture(dsn)
+        load_rows(self, 1000, 0, dsn)
+        return dsn
+
+    def drop_change_capture(self, dsn):
+        """A database no relay serves notes no changes (init.sql, note_cache_changes)."""
+        triggers = self.sql("SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE '%%_noted_%%'", dsn=dsn)
+        for name, table in triggers:
+            self.sql(f'DROP TRIGGER "{name}" ON "{table}"', dsn=dsn)
+
+    def static_nginx(self):
+        """The L1 baseline: a plain nginx, nothing but a file and an access log."""
+        directory = self.dir / "bench" / "static-nginx"
+        (directory / "logs").mkdir(parents=True)
+        self.static_port = free_port()
+        (directory / "nginx.conf").write_text(f"""
+            worker_processes auto;
+            pid {directory}/nginx.pid;
+            error_log {directory}/error.log;
+            events {{ worker_connections 1024; }}
+            http {{
+                access_log {directory}/access.log;
+                client_body_temp_path {directory}/tmp; proxy_temp_path {directory}/tmp;
+                fastcgi_temp_path {directory}/tmp; uwsgi_temp_path {directory}/tmp; scgi_temp_path {directory}/tmp;
+                server {{
+                    listen 127.0.0.1:{self.static_port};
+                    location = /users/1 {{ alias {self.dir}/bench/users-1.json; default_type application/json; }}
+                }}
+            }}
+        """)
+        subprocess.run(["nginx", "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")],
+                       check=True)
+        self.static_pidfile = directory / "nginx.pid"
+
+
         name = f"growth{size}"
         self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
         dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
         self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
+        self.drop_change_capture(dsn)
         load_rows(self, size, size, dsn)
         return dsn
 
@@ -120,7 +165,7 @@ class BenchStack:
             proxy_set_header X-Request-ID $api_request_id;
             add_header X-Cache-Status $api_cache_status always;
         """
-        apps = ["bare", "nocache"] + [f"growth{size}" for size in growth_sizes]
+        apps = ["bare", "nocache", "nocapture"] + [f"growth{size}" for size in growth_sizes]
         extra = self.dir / "nginx" / "extra"
         extra.mkdir(parents=True)
         (extra / "http-bench.conf").write_text("".join(
@@ -128,11 +173,6 @@ class BenchStack:
             for name in apps
         ))
         (extra / "server-bench.conf").write_text(f"""
-            location = /bench/static {{
-                alias {bench}/users-1.json;
-                default_type application/json;
-                add_header X-Cache-Status STATIC always;
-            }}
             location /bench/l1off/ {{ proxy_pass http://api/; {proxy} }}
         """ + "".join(f"location /bench/{name}/ {{ proxy_pass http://bench_{name}/; {proxy} }}\n" for name in apps))
 
@@ -180,6 +220,8 @@ class BenchStack:
         return peaks
 
     def down(self):
+        if getattr(self, "static_pidfile", None) and self.static_pidfile.exists():
+            os.kill(int(self.static_pidfile.read_text()), signal.SIGTERM)
         for pid in self.extra_pids:
             try:
                 os.killpg(pid, signal.SIGTERM)
@@ -194,11 +236,11 @@ class Runner:
     def __init__(self, stack, seconds):
         self.stack, self.seconds = stack, seconds
 
-    def wrk(self, path, script="get.lua", seconds=None, connections=CONNECTIONS, **env):
+    def wrk(self, path, script="get.lua", seconds=None, connections=CONNECTIONS, base=None, **env):
         seconds = seconds or self.seconds
         self.stack.wait_idle()
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA / script),
-                   self.stack.base_url + path]
+                   (base or self.stack.base_url) + path]
         result = subprocess.run(command, env={**os.environ, "BENCH_DIR": str(LUA), **env},
                                 capture_output=True, text=True, timeout=seconds + 60)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -268,14 +310,14 @@ def load_rows(stack, users, incidents, dsn=None):
 
 def cache_rows(runner, quick):
     rounds = 1 if quick else 5
-    static = lambda: runner.wrk("/bench/static")  # noqa: E731
+    static = lambda: runner.wrk("/users/1", base=f"http://127.0.0.1:{runner.stack.static_port}")  # noqa: E731
     bare = lambda: runner.wrk("/bench/bare/users/1")  # noqa: E731
     for path in ("/users/1", "/users"):
         runner.wrk(path, seconds=1)  # warm L1 and L2
     rows = []
     l1, base, ratios = runner.paired(lambda: runner.wrk("/users/1"), static, rounds)
-    rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85, "≥ 0.85 × nginx static",
-                    ratios=ratios))
+    rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85,
+                    "≥ 0.85 × a plain nginx serving the bytes from a file", ratios=ratios))
     l2, base, ratios = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"), bare, rounds)
     rows.append(row("L2 hit", "the same, L1 off, Redis warm", l2, base, 0.75, "≥ 0.75 × bare Flask", ratios=ratios))
     miss, base, ratios = runner.paired(lambda: runner.wrk("/bench/nocache/users/1"), bare, rounds)
@@ -285,12 +327,33 @@ def cache_rows(runner, quick):
     return rows
 
 
-def write_rows(runner, stack):
+def write_rows(runner, quick):
     run_id = str(int(time.time()))
     post = runner.wrk("/users", script="write.lua", MODE="post", RUN_ID=run_id)
-    put = runner.wrk("/users", script="write.lua", MODE="put", IDS="1000", RUN_ID=run_id)
+    put, base, ratios = runner.paired(
+        lambda: runner.wrk("/users", script="write.lua", MODE="put", IDS="1000", RUN_ID=run_id),
+        lambda: runner.wrk("/bench/nocapture/users", script="write.lua", MODE="put", IDS="1000", RUN_ID=run_id),
+        1 if quick else 5,
+    )
     return [row("write POST", "POST /users, unique emails", mean_of([post])),
-            row("write PUT", "PUT /users/<id>, ids 1..1000", mean_of([put]))]
+            row("write PUT", "PUT /users/<id>, ids 1..1000: change capture, invalidation, relay", put, base, 0.85,
+                "≥ 0.85 × the same PUT with no change capture", ratios=ratios)]
+
+
+def hot_key_row(runner, seconds):
+    """What an expiring hot key costs the app: requests for it that got past L1."""
+    log = runner.stack.dir / "nginx" / "access.log"
+    before = log.stat().st_size
+    result = runner.wrk("/users/2", seconds=seconds)
+    time.sleep(1.5)  # the access log is flushed each second
+    with open(log, "rb") as lines:
+        lines.seek(before)
+        statuses = [json.loads(line)["cache"] for line in lines if b'"uri":"/users/2"' in line]
+    reached = sum(status != "HIT" for status in statuses)
+    entry = row("hot key", f"GET /users/2 for {seconds} s: {reached} of {len(statuses):,} requests reached the app "
+                f"(an entry lives 4 s fresh + 1 s refreshing)", mean_of([result]))
+    entry["reached_app"] = reached
+    return entry
 
 
 def growth_rows(runner, sizes, rounds):
@@ -455,7 +518,8 @@ def main():
         mixed_users = 1000 if args.quick else 10_000
         load_rows(stack, mixed_users, 1000)
         rows = cache_rows(runner, args.quick)
-        rows += write_rows(runner, stack)
+        rows += write_rows(runner, args.quick)
+        rows.append(hot_key_row(runner, 3 if args.quick else 20))
         rows += growth_rows(runner, sizes, rounds=1 if args.quick else 2)
         rows.append(zipf_row(runner, mixed_users))
         memory = {"gunicorn workers": stack.peak_rss_mb("app/gunicorn.pid"),

@@ -148,8 +148,7 @@ start_relay() {
     ready_before=$(grep -c 'relay: applying changes' "$dir/relay.log" 2>/dev/null || true)
     # Every nginx of the stack: this one.
     L1_REFRESH_URLS=${L1_REFRESH_URLS:-http://$LISTEN_HOST:$PORT} with_env setsid "$VENV/bin/python" relay.py \
-        >>"$dir/relay.log" 2>&1 </dev/null &
-    echo $! >"$dir/relay.pid"
+        --pidfile "$dir/relay.pid" >>"$dir/relay.log" 2>&1 </dev/null &
     wait_for 30 "the cache relay" more_lines_than "${ready_before:-0}" 'relay: applying changes' "$dir/relay.log"
     log "cache relay: started"
 }

@@ -216,9 +216,9 @@ class Link:
     """A unix-socket relay to Redis. ``cut()`` drops every connection and
     refuses new ones, as a partition looks to the app; Redis keeps its data."""
 
-    def __init__(self, target_path):
+    def __init__(self, target_path, path=None):
         self.target_path = target_path
-        self.path = target_path + ".link"
+        self.path = path or target_path + ".link"
         self.url = f"unix://{self.path}"
         self.up = True
         self._sockets = []

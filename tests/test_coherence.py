@@ -1,0 +1,58 @@
+"""The staleness bounds of both cache levels, measured by the coherence
+checker (tests/coherence.py) on the running stack: a short run here, the
+same under faults in tests/reliability/test_coherence_faults.py."""
+
+import os
+
+import pytest
+
+from cache import CAUGHT_UP_SECONDS
+from tests.coherence import Checker
+
+SECONDS = 25
+# An L1 entry lives 4 s fresh plus 1 s while refreshed, and nginx counts in whole seconds.
+L1_BOUND = 6.0
+# After a change of an item, the relay has every nginx fetch it again.
+L1_ITEM_BOUND = 1.0
+
+
+@pytest.fixture(scope="module")
+def checked(base_url):
+    app_socket = os.environ["WEB_BIND"].removeprefix("unix:")
+    checker = Checker(base_url, app_socket, os.environ["DATABASE_URL"], seed=10)
+    checker.run(SECONDS)
+    print("\n" + checker.report())
+    return checker.figures()
+
+
+def worst(table, *names):
+    return max((table[name]["worst_s"] for name in names if name in table), default=0.0)
+
+
+def test_no_read_saw_a_state_that_no_write_made(checked):
+    _, table = checked
+    assert all(row["impossible"] == 0 for row in table.values()), table
+
+
+def test_l1_items_follow_a_change_within_a_second_and_lists_within_its_lifetime(checked):
+    summary, table = checked
+    assert table["L1 item"]["reads"] > 50 and table["L1 list"]["reads"] > 10, table
+    assert worst(table, "L1 item") <= L1_ITEM_BOUND, table
+    assert worst(table, "L1 list") <= L1_BOUND, table
+
+
+def test_l2_is_never_more_than_a_second_behind(checked):
+    _, table = checked
+    assert table["L2 item"]["reads"] > 10, table
+    assert worst(table, "L2 item", "L2 list") <= CAUGHT_UP_SECONDS, table
+
+
+def test_postgresql_answers_and_own_writes_are_never_behind(checked):
+    _, table = checked
+    assert worst(table, "db item", "db list", "own write, nginx", "own write, app") == 0.0, table
+
+
+def test_nothing_stale_is_served_while_nothing_fails(checked):
+    summary, table = checked
+    assert not any(name.startswith("L1 stale-if-error") for name in table), table
+    assert summary["writes_acknowledged"] == summary["writes"] > 20, summary
