@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 import psycopg2
 
 ABSENT = "absent"
+REPORTS = []  # (run name, report): printed at the end of the test session (tests/conftest.py)
 FRESH = {"Cache-Control": "no-cache"}
 
 
@@ -339,9 +340,12 @@ class Checker:
                    "reads": len(self.reads)}
         return summary, dict(table)
 
-    def report(self):
+    def report(self, name=None):
+        """The figures as lines of text; with ``name``, also kept for the end of the session."""
         summary, table = self.figures()
         lines = [json.dumps(summary)]
-        lines += [f"{name:28} {row['reads']:6} reads, worst {row['worst_s']:.3f} s behind, {row['impossible']} impossible"
-                  for name, row in sorted(table.items())]
+        lines += [f"{level:28} {row['reads']:6} reads, worst {row['worst_s']:.3f} s behind, {row['impossible']} impossible"
+                  for level, row in sorted(table.items())]
+        if name:
+            REPORTS.append((name, lines))
         return "\n".join(lines)

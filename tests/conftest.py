@@ -103,7 +103,11 @@ class RunningRelay:
     """The cache relay (relay.py) of one app, in a thread of this process."""
 
     def __init__(self, app):
-        self.relay = Relay(app)
+        self.app = app
+        self.start()
+
+    def start(self):
+        self.relay = Relay(self.app)
         self.thread = threading.Thread(target=self.relay.run, name="test-relay", daemon=True)
         self.thread.start()
 
@@ -135,7 +139,7 @@ def relay_for(app, session_relay):
     for running in started:
         running.stop()
     if started:
-        session_relay.__init__(app)
+        session_relay.start()
 
 
 def wait_caught_up(redis_url, seconds=5):
@@ -319,3 +323,12 @@ def new_user(send):
     reply = send("POST", "/users", {"name": f"L1 {tag}", "email": f"l1-{tag}@example.com"})
     assert reply.status == 201
     return reply.json()["id"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.coherence import REPORTS  # noqa: PLC0415
+
+    for name, lines in REPORTS:
+        terminalreporter.section(f"coherence checker: {name}")
+        for line in lines:
+            terminalreporter.write_line(line)

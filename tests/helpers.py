@@ -1,5 +1,7 @@
 """Assertions shared by the test modules."""
 
+import time
+
 
 def assert_error(response, code):
     assert response.status_code == code
@@ -10,3 +12,14 @@ def assert_error(response, code):
     text = response.get_data(as_text=True)
     for leak in ("Traceback", "SELECT", "INSERT", "psycopg2", "<html"):
         assert leak not in text
+
+
+def eventually(read, condition, seconds=3):
+    """The first ``read()`` that meets ``condition``, and the seconds it took, or fail."""
+    started = time.monotonic()
+    while True:
+        response = read()
+        if condition(response):
+            return response, time.monotonic() - started
+        assert time.monotonic() - started < seconds, (response.status_code, response.get_data(as_text=True))
+        time.sleep(0.02)

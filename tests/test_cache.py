@@ -11,6 +11,7 @@ import redis
 from blueprints import users
 from cache import CAUGHT_UP_SECONDS
 from tests.conftest import wait_caught_up
+from tests.helpers import eventually
 
 
 def l2(response):
@@ -112,17 +113,6 @@ def test_a_list_loaded_before_a_write_is_not_served_after_it(app, client, monkey
     assert "Dana" in [u["name"] for u in client.get("/users").get_json()]
 
 
-def eventually(read, condition, seconds=3):
-    """The first ``read()`` that meets ``condition``, and the seconds it took, or fail."""
-    started = time.monotonic()
-    while True:
-        response = read()
-        if condition(response):
-            return response, time.monotonic() - started
-        assert time.monotonic() - started < seconds, (response.status_code, response.get_data(as_text=True))
-        time.sleep(0.02)
-
-
 def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server, relay_for):
     app = make_app(REDIS_URL=redis_server.url)
     relay_for(app)
@@ -219,7 +209,7 @@ def test_changes_wait_for_a_stopped_relay_and_l2_is_unused_meanwhile(client, ses
     with psycopg2.connect(os.environ["TEST_DATABASE_URL"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM cache_changes WHERE table_name = 'users' AND row_key = '1'")
         assert cur.fetchone()[0] >= 1  # kept for the relay
-    session_relay.__init__(session_relay.relay.app)
+    session_relay.start()
     wait_caught_up(test_redis_url)
     read = client.get("/users/1")
     assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice later")

@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def documented():
     text = (ROOT / ".env.example").read_text()
-    return set(re.findall(r"^([A-Z_]+)=", text, re.MULTILINE))
+    return set(re.findall(r"^([A-Z0-9_]+)=", text, re.MULTILINE))
 
 
 def test_every_variable_the_code_reads_is_in_env_example():
-    read = set(re.findall(r'_(?:str|int|float)\("([A-Z_]+)"', (ROOT / "settings.py").read_text()))
-    read |= set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "docker-compose.yml").read_text()))
-    read |= set(re.findall(r"^([A-Z_]+)=\$\{\1:-", (ROOT / "scripts/stack.sh").read_text(), re.MULTILINE))
+    read = set(re.findall(r'_(?:str|int|float)\("([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
+    read |= set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    read |= set(re.findall(r"^([A-Z0-9_]+)=\$\{\1:-", (ROOT / "scripts/stack.sh").read_text(), re.MULTILINE))
     assert read, "found no variables: the patterns above are out of date"
     assert read - documented() == set()
 

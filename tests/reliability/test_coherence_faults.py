@@ -87,7 +87,7 @@ def test_bounds_hold_whatever_dies(stack, checker, figures):
     checker.run(40, during=faults)
     summary, table = checker.figures()
     figures.update(summary, events=events, **{name: row for name, row in table.items()})
-    print("\n" + checker.report())
+    checker.report("40 s under faults")
 
     def worst(*names):
         return max((table[name]["worst_s"] for name in names if name in table), default=0.0)
