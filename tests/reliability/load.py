@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from cache import item_keys
+from blueprints.users import USERS
 
 FRESH = {"Cache-Control": "no-cache"}
 
@@ -189,7 +189,7 @@ def lost_writes(load, cur):
 def stale_l2_entries(redis_client, cur, user_ids):
     """Users whose L2 entry disagrees with PostgreSQL (no entry is fine)."""
     user_ids = list(user_ids)
-    values = redis_client.mget([item_keys("users", user_id)[0] for user_id in user_ids])
+    values = redis_client.mget([USERS.item_keys(user_id)[0] for user_id in user_ids])
     stale = []
     for user_id, value in zip(user_ids, values):
         if value is None:

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from cache import item_keys
+from blueprints.users import USERS
 from tests.reliability.conftest import wait_until
 from tests.reliability.load import FRESH, Client, Load, lost_writes, stale_l2_entries
 
@@ -98,7 +98,7 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
     read_ids, write_ids = users
     warm_l1(stack, read_ids)
     # Only L1 holds these users now: a read that reaches the app needs PostgreSQL.
-    stack.redis().delete(*[item_keys("users", user_id)[0] for user_id in read_ids])
+    stack.redis().delete(*[USERS.item_keys(user_id)[0] for user_id in read_ids])
     log_offset = stack.log_size("app/app.log")
 
     with Load(stack.base_url, read_ids, write_ids, create_every=0) as load:
