@@ -126,7 +126,7 @@ class BenchStack:
     def static_nginx(self):
         """The L1 baseline: a plain nginx, nothing but a file and an access log."""
         directory = self.dir / "bench" / "static-nginx"
-        (directory / "logs").mkdir(parents=True)
+        directory.mkdir()
         self.static_port = free_port()
         (directory / "nginx.conf").write_text(f"""
             worker_processes auto;
@@ -147,7 +147,7 @@ class BenchStack:
                        check=True)
         self.static_pidfile = directory / "nginx.pid"
 
-
+    def growth_database(self, size):
         name = f"growth{size}"
         self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
         dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
@@ -181,7 +181,7 @@ class BenchStack:
         conn.autocommit = autocommit  # CREATE DATABASE refuses to run in a transaction
         try:
             with conn.cursor() as cur:
-                cur.execute(statement, params)
+                cur.execute(statement, params or None)  # no params: a "%" in the text is not a placeholder
                 rows = cur.fetchall() if cur.description else None
             conn.commit()
             return rows
