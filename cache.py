@@ -268,53 +268,51 @@ class Cache:
         """The raw Redis client (for health checks)."""
         return self.backend().client
 
+    def _cache_aside(self, lookup, load, store):
+        """``lookup(backend)`` gives (cached value or None, token), or None when
+        L2 may not be read; ``store(backend, token, value)`` keeps a loaded value."""
+        backend = self.backend()
+        if not backend.enabled:
+            return load(), OFF
+        found = backend.read(lookup)
+        if found is None:
+            return load(), DOWN
+        cached, token = found
+        if cached is not None:
+            return cached.decode(), HIT
+        value = load()
+        if value is not None:
+            try:
+                store(backend, token, value)
+            except redis.RedisError as error:
+                backend.failed("store", error)
+        return value, MISS
+
     def item(self, resource, item_id, l1_uri=""):
         """(item JSON or None, L2 status). ``l1_uri``: the URI under which L1
         may store the answer, remembered for the relay's refresh.
 
         Missing items are not cached: a create must become visible at once.
         """
-        backend = self.backend()
-        if not backend.enabled:
-            return resource.load(item_id), OFF
         keys = resource.item_keys(item_id)
-        found = backend.read(lambda b: b.lookup_item(keys, l1_uri))
-        if found is None:
-            return resource.load(item_id), DOWN
-        cached, version = found
-        if cached is not None:
-            return cached.decode(), HIT
-        value = resource.load(item_id)
-        if value is not None:
-            self._store(backend, lambda: backend.store_item(keys, version, value))
-        return value, MISS
+        return self._cache_aside(
+            lambda backend: backend.lookup_item(keys, l1_uri),
+            lambda: resource.load(item_id),
+            lambda backend, version, value: backend.store_item(keys, version, value),
+        )
 
     def listing(self, resource, query, load):
         """(value, L2 status) of one list query of ``resource``; ``load()`` returns str."""
-        backend = self.backend()
-        if not backend.enabled:
-            return load(), OFF
-        found = backend.read(lambda b: b.lookup_list(resource, query))
-        if found is None:
-            return load(), DOWN
-        cached, gen = found
-        if cached is not None:
-            return cached.decode(), HIT
-        value = load()
-        self._store(backend, lambda: backend.store_list(resource, query, gen, value))
-        return value, MISS
+        return self._cache_aside(
+            lambda backend: backend.lookup_list(resource, query),
+            load,
+            lambda backend, gen, value: backend.store_list(resource, query, gen, value),
+        )
 
-    @staticmethod
-    def _store(backend, store):
-        try:
-            store()
-        except redis.RedisError as error:
-            backend.failed("store", error)
-
-    def targets(self, changes, app=None):
+    def _targets(self, changes):
         """The (resource, id) items and the list-owning resources that
         ``changes`` ({table: [keys]}) invalidate."""
-        resources = self.resources(app or current_app)
+        resources = self.resources(current_app)
         items, lists = [], set()
         for table, keys in changes.items():
             for resource in resources.get(table, ()):
@@ -324,10 +322,12 @@ class Cache:
         return items, lists
 
     def apply(self, changes):
-        """Invalidate what ``changes`` touched; raises redis.RedisError if Redis did not take it."""
-        items, lists = self.targets(changes)
+        """Invalidate what ``changes`` touched, and return its (resource, id)
+        items; raises redis.RedisError if Redis did not take it."""
+        items, lists = self._targets(changes)
         if items or lists:
             self.backend().invalidate(items, lists)
+        return items
 
     def apply_quietly(self, changes):
         """``apply`` right after a commit. A failure is logged and left to the

@@ -125,8 +125,7 @@ class Relay:
             changes = {}
             for _, table, key, _ in rows:
                 changes.setdefault(table, set()).add(key)
-            cache.apply(changes)
-            items, _ = cache.targets(changes)
+            items = cache.apply(changes)
             public = [item for item in items if item[0].public]
             if public and self.refresher.bases:
                 self.refresher.add(cache.backend().l1_uris(public))
