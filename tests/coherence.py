@@ -178,7 +178,7 @@ class Checker:
         for thread in threads:
             thread.join(seconds + 60)
 
-    def _think(self, short=0.3):
+    def _think(self, short=0.2):
         """Mostly short pauses; now and then a quiet spell longer than L1 keeps an entry."""
         if self.random.random() < self.quiet_share:
             return self.random.uniform(5.5, 8)

@@ -36,14 +36,15 @@ def test_no_read_saw_a_state_that_no_write_made(checked):
 
 def test_l1_items_follow_a_change_within_a_second_and_lists_within_its_lifetime(checked):
     summary, table = checked
-    assert table["L1 item"]["reads"] > 50 and table["L1 list"]["reads"] > 10, table
+    # Enough reads at the level for its worst case to mean something.
+    assert table["L1 item"]["reads"] >= 20 and table["L1 list"]["reads"] >= 5, table
     assert worst(table, "L1 item") <= L1_ITEM_BOUND, table
     assert worst(table, "L1 list") <= L1_BOUND, table
 
 
 def test_l2_is_never_more_than_a_second_behind(checked):
     _, table = checked
-    assert table["L2 item"]["reads"] > 10, table
+    assert table["L2 item"]["reads"] >= 5, table
     assert worst(table, "L2 item", "L2 list") <= CAUGHT_UP_SECONDS, table
 
 
