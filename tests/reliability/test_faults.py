@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from blueprints.users import USERS
+from responses import L1_FRESH_SECONDS, L1_IF_ERROR_SECONDS, L1_REFRESH_SECONDS
 from tests.reliability.conftest import wait_until
 from tests.reliability.load import FRESH, Client, Load, lost_writes, stale_l2_entries
 
@@ -274,3 +275,28 @@ def test_fifty_writers_and_fifty_readers_on_one_user(stack, users, figures):
     # seconds (up to 6 s), and refreshes it behind one stale answer.
     assert l1_agreed is not None and l1_agrees_after <= 7, figures
 
+
+
+def test_stale_copies_while_postgresql_is_down_stop_at_their_bound(stack, users, figures):
+    """stale-if-error keeps an expired copy answering for L1_IF_ERROR_SECONDS
+    past its expiry, and not one second (nginx's clock) longer."""
+    user_id = users[0][0]
+    client = Client(stack.base_url)
+    filled = client.call("read", "GET", f"/users/{user_id}", headers=FRESH)
+    assert filled.status == 200
+    stack.service("stop", "postgres")
+    try:
+        seen = []
+        limit = L1_FRESH_SECONDS + L1_REFRESH_SECONDS + L1_IF_ERROR_SECONDS + 5
+        while time.monotonic() - filled.started < limit:
+            call = client.call("read", "GET", f"/users/{user_id}")
+            seen.append((round(call.started - filled.started, 1), call.status, call.l1))
+            time.sleep(0.5)
+    finally:
+        stack.service("start", "postgres")
+    stale = [t for t, status, l1 in seen if status == 200 and l1 == "STALE"]
+    after = [(t, status) for t, status, l1 in seen if stale and t > stale[-1]]
+    figures.update(stale_served_from_s=stale[0] if stale else None, stale_served_until_s=stale[-1] if stale else None,
+                   answers_after=sorted({status for _, status in after}))
+    assert stale and stale[-1] <= L1_FRESH_SECONDS + L1_REFRESH_SECONDS + L1_IF_ERROR_SECONDS + 1, figures
+    assert after and all(status in (502, 503) for _, status in after), figures
