@@ -465,12 +465,12 @@ def markdown(rows, memory, tuning, meta):
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
         "",
-        "| row | what | req/s | p50 ms | p99 ms | non-2xx | baseline req/s (p50 ms) | ratio | target | |",
+        "| row | what | req/s | p50 ms | p99 ms | non-2xx | baseline req/s (p50 / p99 ms) | ratio | target | |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         base = r.get("baseline")
-        base_text = f"{fmt(base['rps'])} ({fmt(base['p50_ms'], 2)})" if base else ""
+        base_text = f"{fmt(base['rps'])} ({fmt(base['p50_ms'], 2)} / {fmt(base['p99_ms'], 2)})" if base else ""
         ratio = fmt(r["ratio"], 2) if "ratio" in r else ""
         if "ratio_range" in r:
             ratio += " ({}–{})".format(*(fmt(v, 2) for v in r["ratio_range"]))
