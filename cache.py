@@ -6,7 +6,7 @@ whether it has cached lists. Its keys, each behind the ``FORMAT`` prefix:
 
 ``ns:item:ID``       an item's cached body, ``CACHE_TTL`` seconds
 ``ns:item:ID:ver``   a token replaced by every change of the item
-``ns:item:ID:l1``    the URIs under which L1 may hold the item (a set), for the relay to refresh
+``ns:item:ID:l1``    set while L1 may hold the item (under its one canonical URI), for the relay to refresh
 ``ns:gen``           the list generation; one INCR retires every cached list
 ``ns:list:GEN:Q``    a list body for query ``Q`` under generation ``GEN``
 
@@ -59,18 +59,17 @@ CAUGHT_UP = f"{FORMAT}:relay:caught-up"
 # The L2 staleness bound: how long one "caught up" of the relay is believed.
 CAUGHT_UP_SECONDS = 1.0
 
-# How long an item remembers the URIs L1 may hold it under: longer than any
-# L1 entry lives (responses.L1_CACHEABLE) plus the slowest request.
-L1_URIS_TTL = 60
+# How long an item is marked as possibly held by L1: longer than any L1
+# entry lives (responses.L1_CACHEABLE) plus the slowest request.
+L1_MARK_TTL = 60
 
-# KEYS: value, version, L1 URIs, caught-up. ARGV: the URI L1 may store the
-# answer under ('' for none), how long to remember it. The URI is noted
-# before the value is read, so a change the relay applies after this read
-# finds it and refreshes what L1 stores from it.
+# KEYS: value, version, L1 mark, caught-up. ARGV: how long to mark the item
+# as held by L1 ('' for not at all). The mark is set before the value is
+# read, so a change the relay applies after this read finds it and has L1
+# fetch the item again.
 _LOOKUP_ITEM = """
 if ARGV[1] ~= '' then
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('EXPIRE', KEYS[3], ARGV[2])
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
 end
 return redis.call('MGET', KEYS[1], KEYS[2], KEYS[4])
 """
@@ -109,9 +108,12 @@ class Resource:
 
     def __init__(self, ns, table, load, lists=False, public=True):
         self.ns, self.table, self.load, self.lists, self.public = ns, table, load, lists, public
+        # (endpoint, argument) of the view that reads an item: its canonical
+        # URI, the one L1 keeps (item_reads.py sets it from the declarations).
+        self.item_route = None
 
     def item_keys(self, item_id):
-        """The keys of one item: value, version token, L1 URIs."""
+        """The keys of one item: value, version token, L1 mark."""
         key = f"{FORMAT}:{self.ns}:item:{item_id}"
         return key, f"{key}:ver", f"{key}:l1"
 
@@ -174,12 +176,13 @@ class _Backend:
         conn.send_command(*args)
         return conn.read_response()
 
-    def lookup_item(self, keys, l1_uri):
-        """(cached value or None, version token), or None while the relay is not caught up."""
+    def lookup_item(self, keys, l1_mark):
+        """(cached value or None, version token), or None while the relay is
+        not caught up. ``l1_mark``: L1 may store the answer (see _LOOKUP_ITEM)."""
         key, ver_key, l1_key = keys
-        if l1_uri:
+        if l1_mark:
             value, version, caught_up = self._call("EVAL", _LOOKUP_ITEM, 4, key, ver_key, l1_key, CAUGHT_UP,
-                                                   l1_uri, L1_URIS_TTL)
+                                                   L1_MARK_TTL)
         else:
             value, version, caught_up = self._call("MGET", key, ver_key, CAUGHT_UP)
         return None if caught_up is None else (value, version)
@@ -227,12 +230,12 @@ class _Backend:
             pipe.incr(resource.generation_key)
         pipe.execute()
 
-    def l1_uris(self, items):
-        """The URIs L1 may hold each (resource, id) of ``items`` under."""
-        pipe = self.client.pipeline(transaction=False)
-        for resource, item_id in items:
-            pipe.smembers(resource.item_keys(item_id)[2])
-        return sorted({uri.decode() for uris in pipe.execute() for uri in uris})
+    def held_by_l1(self, items):
+        """Those (resource, id) of ``items`` that L1 may hold."""
+        if not items:
+            return []
+        marks = self.client.mget([resource.item_keys(item_id)[2] for resource, item_id in items])
+        return [item for item, mark in zip(items, marks) if mark is not None]
 
     def mark_caught_up(self, seconds):
         self.client.set(CAUGHT_UP, b"1", px=max(1, int(seconds * 1000)))
@@ -288,15 +291,15 @@ class Cache:
                 backend.failed("store", error)
         return value, MISS
 
-    def item(self, resource, item_id, l1_uri=""):
-        """(item JSON or None, L2 status). ``l1_uri``: the URI under which L1
-        may store the answer, remembered for the relay's refresh.
+    def item(self, resource, item_id, l1_mark=False):
+        """(item JSON or None, L2 status). ``l1_mark``: L1 may store the
+        answer, which the relay must then refresh after a change.
 
         Missing items are not cached: a create must become visible at once.
         """
         keys = resource.item_keys(item_id)
         return self._cache_aside(
-            lambda backend: backend.lookup_item(keys, l1_uri),
+            lambda backend: backend.lookup_item(keys, l1_mark),
             lambda: resource.load(item_id),
             lambda backend, version, value: backend.store_item(keys, version, value),
         )
@@ -325,7 +328,7 @@ class Cache:
         """Invalidate what ``changes`` touched, and return its (resource, id)
         items; raises redis.RedisError if Redis did not take it."""
         items, lists = self._targets(changes)
-        if items or lists:
+        if (items or lists) and self.backend().enabled:
             self.backend().invalidate(items, lists)
         return items
 

@@ -11,6 +11,7 @@ connections set ``api.report_changes``.
 """
 
 import json
+import logging
 import os
 import select
 import threading
@@ -24,6 +25,7 @@ import psycopg2.extras
 from flask import current_app, g
 
 INIT_SQL = Path(__file__).with_name("init.sql")
+log = logging.getLogger(__name__)
 
 
 # The notice note_cache_changes (init.sql) sends: "NOTICE:  cache changes {json}".
@@ -40,8 +42,11 @@ class ChangeReports:
     def append(self, notice):
         _, found, payload = notice.partition(_CHANGES_NOTICE)
         if found:
-            report = json.loads(payload)
-            self.changes.setdefault(report["table"], []).extend(report["keys"])
+            try:
+                report = json.loads(payload)
+                self.changes.setdefault(report["table"], []).extend(report["keys"])
+            except (ValueError, KeyError, TypeError):  # psycopg2 would drop the error silently
+                log.error("unreadable change report (the relay still applies it): %r", notice)
 
     def take(self):
         changes, self.changes = self.changes, {}

@@ -159,7 +159,7 @@ CREATE TABLE IF NOT EXISTS cache_changes (
     id          BIGSERIAL PRIMARY KEY,
     table_name  TEXT NOT NULL,
     row_key     TEXT NOT NULL,
-    noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+    noted_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 
 -- Notes the keys a statement changed. A session that sets api.report_changes

@@ -2,12 +2,13 @@
 
 Triggers note each change of a cached table in ``cache_changes``, inside the
 writing transaction (init.sql). The relay reads them in order and, for each
-batch, invalidates L2 (``cache.apply``), asks every nginx of
-``L1_REFRESH_URLS`` to refresh the URIs under which it may hold a changed item,
-and only then deletes them. At least once, and safe to kill anywhere: what was
-not deleted is applied again after a restart, and applying twice changes
-nothing. One relay works per database at a time (an advisory lock); another
-started beside it waits for the lock.
+batch, invalidates L2 (``cache.apply``), hands the canonical URIs of the
+changed items L1 may hold to a thread that has every nginx of
+``L1_REFRESH_URLS`` fetch them again, and deletes them. At least once for L2,
+and safe to kill anywhere: what was not deleted is applied again after a
+restart, and applying twice changes nothing (a refresh lost with the process
+costs L1 its own 5 s bound, no more). One relay works per database at a time
+(an advisory lock); another started beside it waits for the lock.
 
 Each time it has applied every change committed before it looked, the relay
 tells Redis so for one second (``cache.CAUGHT_UP``), and L2 is read only while
@@ -32,6 +33,7 @@ import psycopg2
 import redis
 
 from cache import CAUGHT_UP_SECONDS, cache
+from item_reads import REFRESH_HEADER, canonical_uri, refresh_token
 
 log = logging.getLogger("api.relay")
 
@@ -54,7 +56,7 @@ class Relay:
         self.app = app
         cfg = app.config
         self.dsn, self.connect_timeout = cfg["DATABASE_URL"], cfg["DB_CONNECT_TIMEOUT"]
-        self.refresher = L1Refresher(cfg["L1_REFRESH_URLS"])
+        self.refresher = L1Refresher(cfg["L1_REFRESH_URLS"], refresh_token(app))
         self.stopping = threading.Event()
         self._applied, self._worst_lag, self._reported = 0, 0.0, time.monotonic()
 
@@ -74,7 +76,12 @@ class Relay:
         self.stopping.set()
 
     def _serve(self):
-        conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout, application_name="cache-relay")
+        # Keepalives: after a cut network, the server ends the old session (and
+        # frees the relay's lock) within seconds, not TCP's two hours.
+        conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout, application_name="cache-relay",
+                                keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                                options="-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5"
+                                " -c tcp_keepalives_count=3")
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
@@ -126,34 +133,42 @@ class Relay:
             for _, table, key, _ in rows:
                 changes.setdefault(table, set()).add(key)
             items = cache.apply(changes)
-            public = [item for item in items if item[0].public]
-            if public and self.refresher.bases:
-                self.refresher.add(cache.backend().l1_uris(public))
+            backend = cache.backend()
+            if self.refresher.bases and backend.enabled:
+                held = backend.held_by_l1([item for item in items if item[0].item_route])
+                self.refresher.add(canonical_uri(resource, item_id) for resource, item_id in held)
             cur.execute("DELETE FROM cache_changes WHERE id = ANY(%s)", ([row[0] for row in rows],))
             self._note(len(rows), max(row[3] for row in rows))
         last = len(rows) < BATCH
-        if last:
+        if last and cache.backend().enabled:
             cache.backend().mark_caught_up(CAUGHT_UP_SECONDS - (time.monotonic() - looked))
         return last
 
     def _note(self, count, lag):
         self._applied += count
         self._worst_lag = max(self._worst_lag, lag)
-        if time.monotonic() - self._reported >= REPORT_SECONDS:
-            log.info("relay: applied %d changes in %d s, the longest waited %.3f s",
-                     self._applied, REPORT_SECONDS, self._worst_lag)
+        elapsed = time.monotonic() - self._reported
+        if elapsed >= REPORT_SECONDS:
+            log.info("relay: applied %d changes in %.0f s, the longest waited %.3f s",
+                     self._applied, elapsed, self._worst_lag)
             self._applied, self._worst_lag, self._reported = 0, 0.0, time.monotonic()
 
 
 class L1Refresher:
-    """Asks every nginx to fetch URIs afresh (``Cache-Control: no-cache``
-    refreshes an entry, nginx/http.conf), in a thread of its own so the relay
-    never waits for it. A refresh that fails is dropped: L1 then catches up
-    within its own 5 s bound."""
+    """Has every nginx fetch URIs afresh, in a thread of its own so the relay
+    never waits for it: ``Cache-Control: no-cache`` makes nginx fetch and
+    store (nginx/http.conf), REFRESH_HEADER lets the app's 404 of a deleted
+    item be stored too (item_reads.py). Each URI is fetched again a second
+    later, after any slow read that loaded the old row and was still on its
+    way to nginx. A refresh that fails is dropped: L1 then catches up within
+    its own 5 s bound."""
 
-    def __init__(self, bases):
+    AGAIN_AFTER = 1.0
+
+    def __init__(self, bases, token):
         self.bases = list(bases)
-        self._pending = {}  # insertion-ordered set of URIs
+        self._headers = {"Cache-Control": "no-cache", REFRESH_HEADER: token}
+        self._due = {}  # URI -> (when to fetch it, monotonic; whether that is its second fetch)
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="l1-refresh", daemon=True)
@@ -168,35 +183,53 @@ class L1Refresher:
             self._wake.notify()
 
     def add(self, uris):
+        now = time.monotonic()
         with self._wake:
-            self._pending.update(dict.fromkeys(uris))
+            self._due.update(dict.fromkeys(uris, (now, False)))
             self._wake.notify()
+
+    def _take_due(self):
+        """[(URI, is its second fetch)] due now, waiting for the first; None when stopping."""
+        with self._wake:
+            while not self._stopping:
+                now = time.monotonic()
+                due = [(uri, second) for uri, (at, second) in self._due.items() if at <= now]
+                if due:
+                    for uri, _ in due:
+                        del self._due[uri]
+                    return due
+                self._wake.wait(min(at for at, _ in self._due.values()) - now if self._due else None)
+            return None
 
     def _run(self):
         connections = {}
-        while True:
-            with self._wake:
-                while not self._pending and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                uris, self._pending = list(self._pending), {}
-            for base in self.bases:
-                for uri in uris:
+        while (due := self._take_due()) is not None:
+            for uri, _ in due:
+                for base in self.bases:
                     self._refresh(connections, base, uri)
+            again = time.monotonic() + self.AGAIN_AFTER
+            with self._wake:
+                for uri, second in due:
+                    if not second:  # a newer change, added meanwhile, keeps its own earlier time
+                        self._due.setdefault(uri, (again, True))
 
-    @staticmethod
-    def _refresh(connections, base, uri):
-        try:
+    def _refresh(self, connections, base, uri):
+        for attempt in (1, 2):  # a kept-alive connection nginx closed meanwhile: once more on a new one
             conn = connections.get(base)
-            if conn is None:
-                parts = urlsplit(base)
-                conn = connections[base] = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=2)
-            conn.request("GET", uri, headers={"Cache-Control": "no-cache"})
-            conn.getresponse().read()
-        except (OSError, http.client.HTTPException) as error:
-            connections.pop(base).close()  # a new connection for the next one
-            log.warning("relay: refreshing %s%s failed: %s", base, uri, error)
+            try:
+                if conn is None:
+                    parts = urlsplit(base)
+                    conn = connections[base] = http.client.HTTPConnection(parts.hostname, parts.port or 80,
+                                                                          timeout=2)
+                conn.request("GET", uri, headers=self._headers)
+                conn.getresponse().read()
+                return
+            except Exception as error:  # noqa: BLE001 (whatever fails, the thread goes on)
+                connections.pop(base, None)
+                if conn is not None:
+                    conn.close()
+                if attempt == 2:
+                    log.warning("relay: refreshing %s%s failed: %s", base, uri, error)
 
 
 def check(app):
@@ -212,6 +245,7 @@ def check(app):
                     WHERE locktype = 'advisory'
                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                       AND ((classid::bigint << 32) | objid::bigint) = %s
+                      AND objsubid = 1
                       AND granted
                 )
                 """,

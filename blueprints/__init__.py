@@ -62,12 +62,19 @@ class Blueprint(flask_smorest.Blueprint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.item_views = {}  # view class name -> (resource, missing): see item_of
+        self.query_item_views = {}  # view class name -> (resource, query argument): see cached_resource
 
-    def cached_resource(self, ns, table, load, lists=False, public=True):
+    def cached_resource(self, ns, table, load, lists=False, public=True, query_item_view=None):
         """Declare a cached resource (cache.Resource): its items are the rows of
-        ``table``, which the capture triggers of init.sql must watch."""
+        ``table``, which the capture triggers of init.sql must watch.
+        ``query_item_view``: (view class name, query argument) of a view that
+        reads an item named in its query string; one named in its path says
+        so with ``item_of``."""
         resource = Resource(ns, table, load, lists=lists, public=public)
         self.record_once(lambda state: cache.register(state.app, resource))
+        if query_item_view:
+            view_name, query_arg = query_item_view
+            self.query_item_views[view_name] = (resource, query_arg)
         return resource
 
     def item_of(self, resource, missing):
@@ -104,11 +111,11 @@ class Blueprint(flask_smorest.Blueprint):
 
 def item_response(resource, item_id, missing):
     """This request's read of one item of ``resource`` (item_reads.answer)."""
-    # L1 never stores an authorized answer (nginx/cache.conf): nothing to refresh there.
-    l1_uri = "" if "Authorization" in request.headers else request.environ.get("RAW_URI", "")
+    # L1 never stores an authorized answer (nginx/cache.conf): nothing to mark for it.
+    request_uri = "" if "Authorization" in request.headers else request.environ.get("RAW_URI", "")
     status, headers, body = item_reads.answer(
-        resource, item_id, missing, l1_uri=l1_uri,
-        refresh=item_reads.wants_refresh(request.headers.get("Cache-Control", "")),
+        resource, item_id, missing, request_uri=request_uri,
+        refresh_token_sent=request.headers.get(item_reads.REFRESH_HEADER, ""),
     )
     return Response(body, status, headers)
 

@@ -73,7 +73,9 @@ def _load_address(phone):
 
 MISSING = "No address for {}."
 
-ADDRESSES = blp.cached_resource("addresses", table="customer_addresses", load=_load_address)
+ADDRESSES = blp.cached_resource(
+    "addresses", table="customer_addresses", load=_load_address, query_item_view=("CustomerAddresses", "phone")
+)
 
 
 @blp.route("")

@@ -45,7 +45,12 @@ def _cache_state():
 
 
 def _relay(caught_up, database_ok):
-    waiting = db.fetch_one(relay.BACKLOG_SQL) if database_ok else {}
+    waiting = {}
+    if database_ok:
+        try:
+            waiting = db.fetch_one(relay.BACKLOG_SQL)
+        except psycopg2.Error as error:  # e.g. a database init.sql has not reached yet
+            log.warning("health: relay backlog unknown: %s", error)
     return {
         "state": "ok" if caught_up else "behind",
         "changes_waiting": waiting.get("changes"),

@@ -221,14 +221,18 @@ class Checker:
                 sql = "INSERT INTO users (id, name, email) VALUES (%s, %s, %s)"
                 params, written = (user_id, self._name(key, version), f"chk-{self.tag}-{key}@example.com"), version
             started = time.monotonic()
+            conn = None
             try:
                 conn = psycopg2.connect(self.database_url, connect_timeout=2)
                 with conn, conn.cursor() as cur:
                     cur.execute(sql, params)
-                conn.close()
-                acked = True
+                    # A write of a row an unanswered delete did remove changed nothing.
+                    acked = cur.rowcount == 1
             except psycopg2.Error:
                 acked = False
+            finally:
+                if conn is not None:
+                    conn.close()
             self._record(Write(key, written, started, time.monotonic(), acked))
             time.sleep(self._think(1.0))
 

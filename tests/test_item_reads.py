@@ -89,13 +89,22 @@ def test_a_miss_is_looked_up_once_and_loaded_once(client, flask_calls, lookups, 
     assert (len(lookups), len(loads)) == (2, 1)
 
 
-def test_l1_may_keep_what_it_answers_and_the_relay_learns_under_which_uri(client, test_redis_url):
+def test_l1_may_keep_an_item_under_its_canonical_uri_only(app, client, test_redis_url):
+    marks = redis.Redis.from_url(test_redis_url)
+    for other in ("/users/01", "/users/1?x=1"):
+        read = client.get(other)
+        assert read.status_code == 200 and "Cache-Control" not in read.headers, other
+    assert marks.get("v1:users:item:1:l1") is None  # no refresh to plan for those
     read = client.get("/users/1")
     assert read.headers["Cache-Control"].startswith("public, max-age=4, stale-while-revalidate=1")
-    assert redis.Redis.from_url(test_redis_url).smembers("v1:users:item:1:l1") == {b"/users/1"}
-    # A deleted item's 404 replaces L1's entry only when the client asked for a fresh answer.
-    fresh_404 = client.get("/users/404", headers={"Cache-Control": "no-cache"})
-    assert (fresh_404.status_code, fresh_404.headers["Cache-Control"]) == (404, read.headers["Cache-Control"])
+    assert marks.get("v1:users:item:1:l1") == b"1"
+
+
+def test_a_404_is_kept_only_when_the_relay_refreshes_a_deleted_item(app, client):
+    for headers in ({}, {"Cache-Control": "no-cache"}, {"X-L1-Refresh": "a guess"}):
+        assert "Cache-Control" not in client.get("/users/404", headers=headers).headers
+    relays = client.get("/users/404", headers={"X-L1-Refresh": item_reads.refresh_token(app)})
+    assert relays.status_code == 404 and relays.headers["Cache-Control"].startswith("public, max-age=4")
 
 
 @pytest.mark.parametrize(
