@@ -197,10 +197,11 @@ END;
 $$;
 
 -- The cached tables and their keys. Transition tables allow one event per
--- trigger, hence three statement triggers and one for TRUNCATE per table.
+-- trigger, hence one statement trigger per event and table.
 DO $$
 DECLARE
     cached RECORD;
+    event RECORD;
 BEGIN
     FOR cached IN
         SELECT * FROM (VALUES ('users', 'id'),
@@ -208,18 +209,18 @@ BEGIN
                               ('incidents', 'id'),
                               ('orders', 'id')) AS t (table_name, key_column)
     LOOP
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS new_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
-                       cached.table_name || '_noted_insert', cached.table_name, cached.key_column);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %I REFERENCING OLD TABLE AS old_rows '
-                       'NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
-                       cached.table_name || '_noted_update', cached.table_name, cached.key_column);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
-                       cached.table_name || '_noted_delete', cached.table_name, cached.key_column);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
-                       cached.table_name || '_noted_truncate', cached.table_name, cached.key_column);
+        FOR event IN
+            SELECT * FROM (VALUES ('insert', 'AFTER INSERT', 'REFERENCING NEW TABLE AS new_rows'),
+                                  ('update', 'AFTER UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
+                                  ('delete', 'AFTER DELETE', 'REFERENCING OLD TABLE AS old_rows'),
+                                  -- before: the rows it removes are still there to note
+                                  ('truncate', 'BEFORE TRUNCATE', '')) AS e (name, timing, transition)
+        LOOP
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I %s ON %I %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION note_cache_changes(%L)',
+                           cached.table_name || '_noted_' || event.name, event.timing, cached.table_name,
+                           event.transition, cached.key_column);
+        END LOOP;
     END LOOP;
 END;
 $$;

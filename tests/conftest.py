@@ -292,6 +292,9 @@ class Reply:
     def json(self):
         return json.loads(self.body)
 
+    def __repr__(self):
+        return f"Reply({self.status}, {self.headers.get('X-Cache-Status')}, {self.body[:200]!r})"
+
     @property
     def l1(self):
         return self.headers["X-Cache-Status"]

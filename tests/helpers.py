@@ -21,5 +21,5 @@ def eventually(read, condition, seconds=3):
         response = read()
         if condition(response):
             return response, time.monotonic() - started
-        assert time.monotonic() - started < seconds, (response.status_code, response.get_data(as_text=True))
+        assert time.monotonic() - started < seconds, response
         time.sleep(0.02)

@@ -7,11 +7,12 @@ import os
 import pytest
 
 from cache import CAUGHT_UP_SECONDS
+from responses import L1_FRESH_SECONDS, L1_REFRESH_SECONDS
 from tests.coherence import Checker
 
 SECONDS = 25
 # An L1 entry lives 4 s fresh plus 1 s while refreshed, and nginx counts in whole seconds.
-L1_BOUND = 6.0
+L1_BOUND = L1_FRESH_SECONDS + L1_REFRESH_SECONDS + 1
 # After a change of an item, the relay has every nginx fetch it again.
 L1_ITEM_BOUND = 1.0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,7 @@ def stored(send, path):
     """The entry the last GET filled, seen as a HIT. nginx stores an entry just
     after it answered, so a request sent at once may still find none (MISS,
     after waiting out proxy_cache_lock) or the old one (UPDATING)."""
-    return eventually(send, path, lambda r: r.l1 == "HIT", 1)[0]
+    return eventually(lambda: send("GET", path), lambda r: r.l1 == "HIT", 1)[0]
 
 
 def test_every_response_says_what_l1_did(send, new_user):
@@ -62,17 +63,6 @@ def test_authorized_requests_neither_read_nor_fill_the_cache(send, new_user):
     assert send("GET", path, headers=auth).l1 == "BYPASS"  # nor served from the entry
 
 
-def eventually(send, path, condition, seconds):
-    """The first plain GET of ``path`` that meets ``condition``, and when, or fail."""
-    started = time.monotonic()
-    while True:
-        reply = send("GET", path)
-        if condition(reply):
-            return reply, time.monotonic() - started
-        assert time.monotonic() - started < seconds, (reply.status, reply.l1, reply.body)
-        time.sleep(0.02)
-
-
 def test_no_cache_bypasses_and_refreshes_the_entry(send, new_user):
     path = f"/users/{new_user}"
     send("GET", path)
@@ -81,7 +71,7 @@ def test_no_cache_bypasses_and_refreshes_the_entry(send, new_user):
     fresh = send("GET", path, headers={"Cache-Control": "no-cache"})
     assert (fresh.l1, fresh.json()["name"]) == ("BYPASS", "Renamed")
     # Stored by the bypass, or by the relay's refresh, which may land just after it.
-    eventually(send, path, lambda r: (r.l1, r.json()["name"]) == ("HIT", "Renamed"), 1)
+    eventually(lambda: send("GET", path), lambda r: (r.l1, r.json()["name"]) == ("HIT", "Renamed"), 1)
 
 
 def test_every_client_sees_a_changed_or_deleted_item_within_a_second(send, new_user):
@@ -89,10 +79,10 @@ def test_every_client_sees_a_changed_or_deleted_item_within_a_second(send, new_u
     send("GET", path)
     stored(send, path)
     assert send("PUT", path, {"name": "Changed"}).status == 200
-    changed, after = eventually(send, path, lambda r: r.json()["name"] == "Changed", 1)
+    changed, after = eventually(lambda: send("GET", path), lambda r: r.json()["name"] == "Changed", 1)
     assert changed.l1 == "HIT"  # refreshed in L1, not merely expired
     assert send("DELETE", path).status == 200
-    gone, after = eventually(send, path, lambda r: r.status == 404, 1)
+    gone, after = eventually(lambda: send("GET", path), lambda r: r.status == 404, 1)
     assert gone.json()["code"] == 404
 
 

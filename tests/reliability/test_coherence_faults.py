@@ -7,7 +7,6 @@ writer's own reads never behind, and stale-if-error within its 60 s."""
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
