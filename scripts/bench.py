@@ -251,11 +251,17 @@ class Runner:
     def paired(self, subject, baseline, rounds=2):
         """Alternate baseline and subject so both see the same machine: the mean
         of each, and each round's req/s ratio (the row's ratio is their median,
-        so one round the machine spent elsewhere does not decide it)."""
+        so one round the machine spent elsewhere does not decide it). Every
+        other round measures the subject first, so neither always follows
+        the other's load."""
         subjects, baselines = [], []
-        for _ in range(rounds):
-            baselines.append(baseline())
-            subjects.append(subject())
+        for number in range(rounds):
+            if number % 2:
+                subjects.append(subject())
+                baselines.append(baseline())
+            else:
+                baselines.append(baseline())
+                subjects.append(subject())
         ratios = [s["rps"] / b["rps"] for s, b in zip(subjects, baselines)]
         return mean_of(subjects), mean_of(baselines), ratios
 
@@ -309,7 +315,7 @@ def load_rows(stack, users, incidents, dsn=None):
 
 
 def cache_rows(runner, quick):
-    rounds = 1 if quick else 5
+    rounds = 1 if quick else 7
     static = lambda: runner.wrk("/users/1", base=f"http://127.0.0.1:{runner.stack.static_port}")  # noqa: E731
     bare = lambda: runner.wrk("/bench/bare/users/1")  # noqa: E731
     for path in ("/users/1", "/users"):
@@ -482,9 +488,9 @@ def markdown(rows, memory, tuning, meta):
             f"| {r['row']} | {r['what']}{extra} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
             f"| {r['non_2xx']} | {base_text} | {ratio} | {r.get('target', '')} | {mark} |"
         )
-    lines += ["", "Cache-level ratios are the median of five rounds, each the subject's req/s over its baseline's measured",
-              "just before it; the range of the five follows in brackets. Growth ratios compare p50 latency (lower is",
-              "better): the figure at that size over the 1,000-row one.",
+    lines += ["", "Cache-level ratios are the median of seven rounds, each the subject's req/s over its baseline's measured",
+              "just before or after it (alternately); the range of the seven follows in brackets. Growth ratios compare",
+              "p50 latency (lower is better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + "."]
     if tuning:
