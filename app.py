@@ -55,6 +55,10 @@ def _check_secrets(app):
 
 
 def register_http(app):
+    # OPTIONS is answered like any method a resource does not take: a JSON 405
+    # whose Allow header lists what it does. Flask's own answer is an empty
+    # text/html page.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     # Compact bodies with fields in schema order: {"id":4,"message":"Created"}.
     app.json.compact = True
     app.json.sort_keys = False

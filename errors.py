@@ -6,6 +6,7 @@ does not cover: database and pool errors, and 415 for bodies that are not JSON.
 Responses never carry SQL, driver messages or stack traces: those go to the log.
 """
 
+import json
 import logging
 
 import psycopg2
@@ -26,6 +27,7 @@ REFUSED_METHOD_PATH = "/_refused-method"
 # Unique constraints (init.sql) and what a client is told when it breaks one.
 CONFLICT_MESSAGES = {
     "users_email_key": "A user with this email already exists.",
+    "accounts_email_key": "An account with this email already exists.",
     "customer_addresses_pkey": "This phone number already has an address.",
 }
 
@@ -41,12 +43,28 @@ class JSONBodyParser(FlaskParser):
         if not is_json_request(req):
             abort(415, message="Send the body as JSON with 'Content-Type: application/json'.")
         try:
-            return super()._raw_load_json(req)
+            data = super()._raw_load_json(req)
         except RecursionError:  # [[[[... deeper than Python's json can parse
             abort(400, message="The body is nested too deeply.")
+        except json.JSONDecodeError:
+            raise  # webargs answers it (_handle_invalid_json_error)
+        except ValueError:  # an integer literal beyond Python's int_max_str_digits
+            abort(400, message="A number in the body has too many digits.")
+        if _has_lone_surrogate(data):
+            # "\ud800" is valid JSON but no text: it cannot be encoded, hashed or stored.
+            abort(400, message="The body has a lone UTF-16 surrogate escape, which is not text.")
+        return data
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         abort(400, message="The body is not valid JSON.")
+
+
+def _has_lone_surrogate(data):
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def error_response(code, message, headers=None):

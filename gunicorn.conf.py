@@ -1,6 +1,9 @@
 """gunicorn settings, from the environment through settings.py."""
 
+import json
 import sys
+
+from gunicorn import util
 
 import settings
 
@@ -25,6 +28,23 @@ errorlog = "-"
 preload_app = False
 # No control socket: one shared path in $HOME would make stacks collide.
 control_socket_disable = True
+# The scheme comes from nginx's X-Forwarded-Proto alone. gunicorn's default
+# also reads X-Forwarded-Ssl and X-Forwarded-Protocol, which a client may
+# send: they would contradict nginx's header and make gunicorn refuse the
+# request.
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """What gunicorn answers itself (a request line, header or header count
+    past its limits) in the API's JSON error shape instead of an HTML page."""
+    body = json.dumps({"code": status_int, "status": reason, "message": str(mesg)[:200]}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = _json_error  # the one writer of gunicorn's error pages (gunicorn/workers/base.py)
 
 
 def post_fork(server, worker):

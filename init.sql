@@ -7,9 +7,6 @@ CREATE TABLE IF NOT EXISTS users (
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Accounts (POST /api/user/register) are users with a password; no API
--- ever returns this column.
-ALTER TABLE users ADD COLUMN IF NOT EXISTS password_hash TEXT;
 
 -- One account per address, whatever its letter case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (lower(email));
@@ -55,10 +52,26 @@ CREATE INDEX IF NOT EXISTS incidents_status_id ON incidents (status, id DESC);
 CREATE INDEX IF NOT EXISTS incidents_source_id ON incidents (source, id DESC);
 CREATE INDEX IF NOT EXISTS incidents_status_source_id ON incidents (status, source, id DESC);
 
+-- Sign-in accounts (/api/user): apart from the public users above, which
+-- anyone may change. No API ever returns password_hash.
+CREATE TABLE IF NOT EXISTS accounts (
+    id             BIGSERIAL PRIMARY KEY,
+    name           VARCHAR(100) NOT NULL,
+    email          VARCHAR(100) NOT NULL,
+    password_hash  TEXT NOT NULL,
+    -- Raised by every change of email or password. A token carries the
+    -- version it was issued under and is refused once it differs.
+    token_version  INTEGER NOT NULL DEFAULT 0,
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_email_key ON accounts (lower(email));
+
 CREATE TABLE IF NOT EXISTS orders (
     id            UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-    -- RESTRICT: deleting a user with orders is refused (409), nothing is lost.
-    user_id       BIGINT NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    -- The account that placed it (the API says user_id); an account deleted
+    -- by its owner takes its orders with it.
+    user_id       BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
     items         JSONB NOT NULL,
     total_price   NUMERIC(14, 2) NOT NULL CHECK (total_price >= 0),
     status        VARCHAR(16) NOT NULL DEFAULT 'PENDING'
@@ -222,5 +235,25 @@ BEGIN
                            event.transition, cached.key_column);
         END LOOP;
     END LOOP;
+END;
+$$;
+
+-- A database made before accounts had a table of their own kept them as
+-- users with a password_hash: move them over under the same ids (their
+-- orders keep pointing at them) and out of the public users.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'users' AND column_name = 'password_hash') THEN
+        INSERT INTO accounts (id, name, email, password_hash, created_at)
+        SELECT id, name, email, password_hash, created_at FROM users WHERE password_hash IS NOT NULL;
+        PERFORM setval(pg_get_serial_sequence('accounts', 'id'),
+                       (SELECT coalesce(max(id), 0) + 1 FROM accounts), false);
+        ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_user_id_fkey;
+        ALTER TABLE orders ADD CONSTRAINT orders_user_id_fkey
+            FOREIGN KEY (user_id) REFERENCES accounts (id) ON DELETE CASCADE;
+        DELETE FROM users WHERE password_hash IS NOT NULL;
+        ALTER TABLE users DROP COLUMN password_hash;
+    END IF;
 END;
 $$;

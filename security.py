@@ -4,10 +4,11 @@ no shared caching of anything a token can see."""
 from datetime import timedelta
 
 from flask import current_app, request
-from flask_jwt_extended import JWTManager
+from flask_jwt_extended import JWTManager, current_user
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+import db
 from errors import error_response
 
 jwt = JWTManager()
@@ -36,10 +37,40 @@ def _unauthorized(message):
     return error_response(401, message, BEARER)
 
 
-def _register_jwt_errors():
+def _claims_are_complete(header, claims):
+    """A signature is not enough: the token must expire, and name an account
+    id and the token version it was issued under (blueprints/accounts.py)."""
+    sub = claims.get("sub")
+    return (
+        isinstance(claims.get("exp"), int)
+        and isinstance(sub, str) and sub.isascii() and sub.isdigit() and len(sub) <= 18  # a BIGINT
+        and isinstance(claims.get("ver"), int)
+    )
+
+
+def _account_of(header, claims):
+    """The token's account, while it exists and has not changed email or
+    password since: one primary-key read per authenticated request."""
+    account = db.fetch_one("SELECT id, token_version FROM accounts WHERE id = %s", (int(claims["sub"]),))
+    return account if account is not None and account["token_version"] == claims["ver"] else None
+
+
+def current_account_id():
+    """The id of the account whose token this request carries (after @jwt_required)."""
+    return current_user["id"]
+
+
+def _init_jwt(app):
+    jwt.init_app(app)
+    jwt.token_verification_loader(_claims_are_complete)
+    jwt.user_lookup_loader(_account_of)
     jwt.unauthorized_loader(lambda reason: _unauthorized("Send 'Authorization: Bearer <token>'."))
     jwt.invalid_token_loader(lambda reason: _unauthorized("The token is not valid."))
+    jwt.token_verification_failed_loader(lambda header, payload: _unauthorized("The token is not valid."))
     jwt.expired_token_loader(lambda header, payload: _unauthorized("The token has expired."))
+    jwt.user_lookup_error_loader(
+        lambda header, payload: _unauthorized("The token is no longer valid (account changed or deleted): sign in again.")
+    )
 
 
 def _private_when_authenticated(response):
@@ -88,7 +119,6 @@ def init_app(app):
     cfg["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
     cfg["RATELIMIT_HEADERS_ENABLED"] = True
     cfg["RATELIMIT_KEY_PREFIX"] = "ratelimit"
-    jwt.init_app(app)
+    _init_jwt(app)
     _init_limiter_for(app, LIMITED_BLUEPRINTS)
-    _register_jwt_errors()
     app.after_request(_private_when_authenticated)

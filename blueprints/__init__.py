@@ -17,6 +17,8 @@ from responses import json_response, to_json, unpack
 MAX_BIGINT = 2**63 - 1
 # Route converter for ids stored as PostgreSQL BIGINT: anything larger is a 404.
 BIGINT_ID = f"int(max={MAX_BIGINT})"
+# OpenAPI: the views that want "Authorization: Bearer <token>" (app.py's bearerAuth scheme).
+BEARER_AUTH = [{"bearerAuth": []}]
 
 PAGINATION_DOC = {
     "X-Pagination": {

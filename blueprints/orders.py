@@ -14,15 +14,15 @@ import marshmallow as ma
 from celery import shared_task
 from celery.signals import worker_ready
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import jwt_required
 from flask_smorest import abort
 
 import db
 import tasks
-from blueprints import BIGINT_ID, PAGINATION_DOC, Blueprint, pagination_header, printable
+from blueprints import BEARER_AUTH, BIGINT_ID, PAGINATION_DOC, Blueprint, pagination_header, printable
 from cache import cache
 from responses import json_response, to_json
-from security import limiter, orders_rate_limit
+from security import current_account_id, limiter, orders_rate_limit
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders of the signed-in account")
 
@@ -31,7 +31,6 @@ CENT = Decimal("0.01")
 STATUSES = ("PENDING", "PAID", "SHIPPED", "CANCELED")
 # Where each status may go next; SHIPPED and CANCELED are final.
 NEXT_STATUSES = {"PENDING": {"PAID", "CANCELED"}, "PAID": {"SHIPPED", "CANCELED"}, "SHIPPED": set(), "CANCELED": set()}
-BEARER_AUTH = [{"bearerAuth": []}]
 
 
 class Money(ma.fields.Decimal):
@@ -102,10 +101,6 @@ def _total(items):
     return sum((Decimal(item["quantity"]) * Decimal(str(item["price"])) for item in items), Decimal("0"))
 
 
-def _current_account():
-    return int(get_jwt_identity())
-
-
 def _order_id(raw):
     """The canonical form of an order id, or 422."""
     try:
@@ -143,11 +138,11 @@ class Orders(MethodView):
             """
             INSERT INTO orders (user_id, items, total_price)
             SELECT id, %s, %s
-            FROM users
+            FROM accounts
             WHERE id = %s
             RETURNING id, user_id, items, total_price, status, created_at, processed_at
             """,
-            (json.dumps(items), order["total_price"], _current_account()),
+            (json.dumps(items), order["total_price"], current_account_id()),
         )
         if row is None:
             abort(401, message="This token's account no longer exists.")
@@ -165,7 +160,7 @@ class OrderById(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self, order_id):
         """Get one of your orders"""
-        order_id, account = _order_id(order_id), _current_account()
+        order_id, account = _order_id(order_id), current_account_id()
         body, l2 = cache.item(ORDERS, order_id)
         if body is None or json.loads(body)["user_id"] != account:
             abort(404, message=_missing(order_id))
@@ -178,7 +173,7 @@ class OrderById(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def patch(self, change, order_id):
         """Change the status of one of your orders"""
-        order_id, account = _order_id(order_id), _current_account()
+        order_id, account = _order_id(order_id), current_account_id()
         wanted = change["status"]
         with db.transaction() as cur:
             cur.execute(
@@ -206,7 +201,7 @@ class OrdersOfUser(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self, args, user_id):
         """List your orders, newest first"""
-        if user_id != _current_account():
+        if user_id != current_account_id():
             abort(403, message="You can list only your own orders.")
         page, page_size = args["page"], args["page_size"]
         total = db.fetch_one("SELECT count(*) AS total FROM orders WHERE user_id = %s", (user_id,))["total"]

@@ -24,7 +24,7 @@ MAX_PAGE_SIZE = 1000
 
 
 NAME_RULES = [ma.validate.Length(1, 100), printable]
-EMAIL_RULES = ma.validate.Length(max=100)
+EMAIL_RULES = [ma.validate.Length(max=100), printable]
 
 
 class UserSchema(TrimmedSchema):

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import psycopg2
 
 ABSENT = "absent"
-REPORTS = []  # (run name, report): printed at the end of the test session (tests/conftest.py)
+REPORTS = []  # (title, lines): printed at the end of the test session (tests/conftest.py)
 FRESH = {"Cache-Control": "no-cache"}
 
 
@@ -351,5 +351,5 @@ class Checker:
         lines += [f"{level:28} {row['reads']:6} reads, worst {row['worst_s']:.3f} s behind, {row['impossible']} impossible"
                   for level, row in sorted(table.items())]
         if name:
-            REPORTS.append((name, lines))
+            REPORTS.append((f"coherence checker: {name}", lines))
         return "\n".join(lines)

@@ -156,7 +156,7 @@ def clean_state(app, test_redis_url, session_relay):
     """Every test starts from the seed rows, an empty cache and a relay caught up."""
     with app.app_context():
         with db.transaction() as cur:
-            cur.execute("TRUNCATE users, customer_addresses, incidents, orders RESTART IDENTITY")
+            cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders RESTART IDENTITY")
         db.init_db()
     redis.Redis.from_url(test_redis_url).flushdb()
     wait_caught_up(test_redis_url)
@@ -332,6 +332,6 @@ def pytest_terminal_summary(terminalreporter):
     from tests.coherence import REPORTS  # noqa: PLC0415
 
     for name, lines in REPORTS:
-        terminalreporter.section(f"coherence checker: {name}")
+        terminalreporter.section(name)
         for line in lines:
             terminalreporter.write_line(line)

@@ -114,7 +114,7 @@ def test_create_rejects_invalid_users_and_stores_nothing(client, body):
 
 def test_a_lone_surrogate_escape_is_rejected_not_a_server_error(client):
     body = '{"name": "Lone \\ud800 half", "email": "surrogate@example.com"}'
-    assert_error(client.post("/users", data=body, content_type="application/json"), 422)
+    assert_error(client.post("/users", data=body, content_type="application/json"), 400)
     assert user_count(client) == 3
 
 

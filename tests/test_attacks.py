@@ -1,0 +1,176 @@
+"""Hostile requests through nginx, as an attacker sends them: whoever answers
+(nginx, gunicorn or the app), the answer is the API's JSON, never a 5xx, an
+HTML page or a version number, and the public users API cannot touch an
+account."""
+
+import json
+import random
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.coherence import REPORTS
+
+# Answers with no body by definition.
+BODILESS = {100, 204, 304}
+# The 5xx a client can cause, HTTP's own answers to what nginx does not
+# implement (RFC 9112): a transfer coding other than chunked (501) and an
+# HTTP version other than 1.x (505). No failure of the server.
+NOT_IMPLEMENTED = {501, 505}
+
+
+class Raw:
+    """One request as bytes on its own connection: shapes no HTTP client would send."""
+
+    def __init__(self, base_url):
+        parts = urlsplit(base_url)
+        self.address = (parts.hostname, parts.port or 80)
+
+    def send(self, data):
+        with socket.create_connection(self.address, timeout=10) as sock:
+            sock.sendall(data)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+    def request(self, line, headers=(), body=b""):
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        return self.send(line + b"\r\nHost: api\r\nConnection: close\r\n" + head + b"\r\n" + body)
+
+
+def answers(received):
+    """Each response in ``received`` (a 100 Continue comes before the real one): (status, headers, body)."""
+    found = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+        length = int(headers.get(b"content-length", b"0"))
+        found.append((status, headers, rest[:length]))
+        received = rest[length:]
+    return found
+
+
+def assert_api_answer(received, shape, method=b"GET"):
+    assert received, f"{shape}: the connection closed with no answer"
+    for status, headers, body in answers(received):
+        assert status < 500 or status in NOT_IMPLEMENTED, f"{shape}: {status} {body[:200]!r}"
+        assert headers.get(b"server", b"nginx") == b"nginx", f"{shape}: Server {headers[b'server']!r}"
+        if status in BODILESS or method == b"HEAD":
+            continue
+        assert headers.get(b"content-type", b"").startswith(b"application/json"), f"{shape}: {status} {body[:200]!r}"
+        parsed = json.loads(body)
+        if status >= 400:
+            assert parsed["code"] == status and isinstance(parsed["message" if "message" in parsed else "status"], str)
+        assert b"<html" not in body.lower() and b"Traceback" not in body
+
+
+@pytest.fixture
+def raw(base_url):
+    return Raw(base_url)
+
+
+# Every shape an earlier release answered with HTML, a 5xx or a version.
+KNOWN_SHAPES = {
+    "X-Forwarded-Ssl (gunicorn: contradictory scheme headers)": (b"POST /users HTTP/1.1", [
+        (b"X-Forwarded-Ssl", b"on"), (b"Content-Type", b"application/json"), (b"Content-Length", b"2")], b"{}"),
+    "X-Forwarded-Protocol": (b"GET /users?shape=1 HTTP/1.1", [(b"X-Forwarded-Protocol", b"ssl")], b""),
+    "If-Match on a cached item (nginx 412)": (b"GET /users/1 HTTP/1.1", [(b"If-Match", b'"abc"')], b""),
+    "If-Unmodified-Since (nginx 412)": (b"GET /openapi.json HTTP/1.1", [
+        (b"If-Unmodified-Since", b"Mon, 01 Jan 2001 00:00:00 GMT")], b""),
+    "request line past gunicorn's limit": (b"GET /users?x=" + b"a" * 5000 + b" HTTP/1.1", [], b""),
+    "more headers than gunicorn takes": (b"GET /users?shape=2 HTTP/1.1", [(b"X-%d" % i, b"a") for i in range(150)], b""),
+    "control byte in a header value": (b"GET /users?shape=3 HTTP/1.1", [(b"X-Forwarded-Host", b"evil\x01")], b""),
+    "OPTIONS (Flask: empty text/html)": (b"OPTIONS /users/1 HTTP/1.1", [], b""),
+}
+
+
+@pytest.mark.parametrize("shape", KNOWN_SHAPES)
+def test_known_shapes_get_the_apis_json(raw, shape):
+    line, headers, body = KNOWN_SHAPES[shape]
+    raw.request(b"GET /users/1 HTTP/1.1")  # L1 holds the item, so nginx itself answers it
+    assert_api_answer(raw.request(line, headers, body), shape, line.split(b" ")[0])
+
+
+def test_the_server_header_names_no_version(send):
+    assert send("GET", "/users/1").headers["Server"] == "nginx"
+    assert send("GET", "/nowhere").headers["Server"] == "nginx"
+
+
+# /users/{own}: the fuzz's own user, whatever PUT or DELETE does to it.
+PATHS = [b"/users/{own}", b"/users", b"/users?page_size=2", b"/incident", b"/openapi.json", b"/health", b"/nowhere",
+         b"/api/user/me", b"/api/orders/", b"/customer-addresses/tel:+1-202-555-0187"]
+METHODS = [b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"TRACE", b"PROPFIND", b"get", b"G\xe9T"]
+HEADER_NAMES = [b"If-Match", b"If-None-Match", b"If-Modified-Since", b"If-Unmodified-Since", b"If-Range", b"Range",
+                b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Ssl", b"X-Forwarded-Protocol",
+                b"X-Forwarded-Host", b"X-Forwarded-Port", b"Forwarded", b"X-Real-IP", b"X-Request-ID", b"Cache-Control",
+                b"Pragma", b"Authorization", b"Cookie", b"Accept", b"Accept-Encoding", b"Content-Type", b"Expect",
+                b"Upgrade", b"TE", b"Transfer-Encoding", b"Content-Length", b"X-HTTP-Method-Override", b"Host",
+                b"X_Under_Score", b"X-" + b"N" * 300]
+HEADER_VALUES = [b"", b"*", b'"x"', b"W/\"x\"", b"on", b"ssl", b"https", b"bytes=0-1", b"bytes=99999-", b"bytes=0-1,3-4",
+                 b"bytes=-0", b"no-cache", b"no-store", b"max-age=0", b"Bearer x", b"Bearer " + b"A" * 2000,
+                 b"Mon, 01 Jan 2001 00:00:00 GMT", b"Thu, 01 Jan 2099 00:00:00 GMT", b"garbage", b"-1", b"99999999999",
+                 b"chunked", b"gzip", b"100-continue", b"websocket", b"a\x01b", b"a\x7fb", b"\xff\xfe", b"caf\xc3\xa9",
+                 b"1.2.3.4, 5.6.7.8", b"evil.example", b"a" * 7000, b"%00", b"<script>"]
+
+
+def fuzzed_requests(seed, count, own_user):
+    """Random request shapes, the same ones for a seed: method, path, 0-40
+    headers from lists of risky names and values, some padding and bytes."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        method, path = rng.choice(METHODS), rng.choice(PATHS).replace(b"{own}", b"%d" % own_user)
+        if rng.random() < 0.1:
+            path += b"?" + b"q" * rng.choice([100, 3000, 7000, 9000])
+        if rng.random() < 0.05:
+            path = path.replace(b"/", b"/%" + rng.choice([b"00", b"ff", b"2e%2e", b"zz"]), 1)
+        version = rng.choice([b"HTTP/1.1"] * 8 + [b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.2", b"HTTX/1.1"])
+        headers = [(rng.choice(HEADER_NAMES), rng.choice(HEADER_VALUES)) for _ in range(rng.choice([0, 1, 2, 5, 40]))]
+        if rng.random() < 0.05:
+            headers += [(b"X-%d" % n, b"v") for n in range(rng.choice([90, 150, 400]))]
+        body = b""
+        if method in (b"POST", b"PUT", b"PATCH") and rng.random() < 0.7:
+            body = rng.choice([b"{}", b'{"name": "Fuzz"}', b"[" * 2000, b"\xff", b"{" + b"9" * 5000])
+            headers = [h for h in headers if h[0].lower() not in (b"content-length", b"transfer-encoding")]
+            headers += [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(body))]
+        yield method, method + b" " + path + b" " + version, headers, body
+
+
+def test_fuzzed_request_shapes_get_json_and_never_a_5xx(raw, new_user):
+    statuses = {}
+    for method, line, headers, body in fuzzed_requests(seed=11, count=400, own_user=new_user):
+        received = raw.request(line, headers, body)
+        shape = f"{line[:80]!r} {[(n[:30], v[:30]) for n, v in headers][:6]}"
+        assert_api_answer(received, shape, method)
+        for status, _, _ in answers(received):
+            statuses[status] = statuses.get(status, 0) + 1
+    REPORTS.append(("request-shape fuzz through nginx", [f"400 requests, statuses {dict(sorted(statuses.items()))}"]))
+
+
+def test_anonymous_writes_to_users_never_reach_an_account(send):
+    # The attack writes /users/<the account's id>. Ids are each table's own,
+    # so take an account whose number names no public user (a seeded one
+    # would be changed, as anyone may).
+    for _ in range(10):
+        email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
+        created = send("POST", "/api/user/register", {"email": email, "password": "correct horse"})
+        assert created.status == 201
+        account_id = created.json()["id"]
+        if send("GET", f"/users/{account_id}", headers={"Cache-Control": "no-cache"}).status == 404:
+            break
+    else:
+        pytest.fail("every new account's id names a public user")
+    put = send("PUT", f"/users/{account_id}", {"email": f"attacker-{uuid.uuid4().hex[:8]}@example.com"})
+    delete = send("DELETE", f"/users/{account_id}")
+    assert (put.status, delete.status) == (404, 404)
+    token = send("POST", "/api/user/token/", f"username={email}&password=correct+horse",
+                 {"Content-Type": "application/x-www-form-urlencoded"})
+    assert token.status == 200, "the owner can still sign in"
+    me = send("GET", "/api/user/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+    assert (me.status, me.json()["email"]) == (200, email)
+    listed = send("GET", "/users?page_size=1000", headers={"Cache-Control": "no-cache"}).json()
+    assert email not in {user["email"] for user in listed}
