@@ -64,9 +64,11 @@ def register_http(app):
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.session_interface = NoSessions()
-    # nginx refuses bodies over 1 MiB (client_max_body_size); the app keeps the
-    # same limit for anything that reaches it another way.
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # nginx refuses bodies over 256 KiB (client_max_body_size), the largest
+    # an operation takes (an order); the app keeps the same limit for anything
+    # that reaches it another way, and each operation its own
+    # (errors.MAX_BODY_BYTES).
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
 
 
 class NoSessions(SessionInterface):

@@ -57,6 +57,9 @@ class OrderItemSchema(ma.Schema):
 
 
 class OrderCreateSchema(ma.Schema):
+    # 100 items of 200-character names: the one body larger than errors.MAX_BODY_BYTES.
+    max_body_bytes = 256 * 1024
+
     items = ma.fields.List(
         ma.fields.Nested(OrderItemSchema), required=True, validate=ma.validate.Length(1, 100)
     )

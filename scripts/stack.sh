@@ -8,7 +8,7 @@
 #   scripts/stack.sh reset    stop everything and delete the data
 #   scripts/stack.sh status   what is running
 #   scripts/stack.sh stop|start SERVICE
-#                             one of postgres, redis, app, relay, worker, nginx (fault drills;
+#                             one of postgres, redis, redis-state, app, relay, worker, nginx (fault drills;
 #                             `start app` reloads running workers, like `up`)
 #
 # Only nginx listens on TCP (LISTEN_HOST:PORT); the others use unix sockets
@@ -23,6 +23,7 @@ VENV=$ROOT/.venv
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 REDIS_SOCK=$STACK_DIR/redis/redis.sock
+STATE_REDIS_SOCK=$STACK_DIR/redis-state/redis.sock
 APP_SOCK=$STACK_DIR/app/app.sock
 
 log() { printf '%s\n' "$*" >&2; }
@@ -61,9 +62,20 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     die "$what did not start in ${seconds}s"
 }
 
+# Rate-limit counters and Celery's queue: on the state Redis, never evicted.
+# Added to a stack.env written before there was one.
+state_redis_env() {
+    echo "RATE_LIMIT_STORAGE_URL='unix://$STATE_REDIS_SOCK?db=0'"
+    # kombu's spelling: celery reads this variable itself, before settings.py.
+    echo "CELERY_BROKER_URL='redis+socket://$STATE_REDIS_SOCK?virtual_host=1'"
+}
+
 write_env() {
     local env=$STACK_DIR/stack.env
-    [ -f "$env" ] && return
+    if [ -f "$env" ]; then
+        grep -q '^RATE_LIMIT_STORAGE_URL=' "$env" || state_redis_env >>"$env"
+        return
+    fi
     local pg_sock_dir
     pg_sock_dir=$(pg_dir)/run
     # Sourced by the shell: values are single-quoted. Only the owner may read the secret.
@@ -73,6 +85,7 @@ SECRET_KEY='$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')'
 DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'
 REDIS_URL='unix://$REDIS_SOCK?db=0'
 WEB_BIND='unix:$APP_SOCK'
+$(state_redis_env)
 ENV
 }
 
@@ -116,6 +129,22 @@ start_redis() {
         --logfile "$STACK_DIR/redis/redis.log"
     wait_for 10 redis redis-cli -s "$REDIS_SOCK" ping
     log "redis: started"
+}
+
+start_state_redis() {
+    mkdir -p "$STACK_DIR/redis-state"
+    if alive "$STACK_DIR/redis-state/redis.pid"; then log "redis-state: already running"; return; fi
+    # Rate-limit counters and queued tasks: never evicted (a full server
+    # refuses writes instead, and the limiter counts in memory meanwhile),
+    # and kept on disk across restarts. A flood of cache entries on the
+    # cache Redis cannot reach them.
+    redis-server --port 0 --unixsocket "$STATE_REDIS_SOCK" --unixsocketperm 700 \
+        --dir "$STACK_DIR/redis-state" --save "" --appendonly yes \
+        --maxmemory 64mb --maxmemory-policy noeviction \
+        --daemonize yes --pidfile "$STACK_DIR/redis-state/redis.pid" \
+        --logfile "$STACK_DIR/redis-state/redis.log"
+    wait_for 10 redis-state redis-cli -s "$STATE_REDIS_SOCK" ping
+    log "redis-state: started"
 }
 
 with_env() {
@@ -207,6 +236,7 @@ up() {
     write_env
     start_postgres
     start_redis
+    start_state_redis
     start_app
     start_relay
     start_worker
@@ -239,6 +269,7 @@ down() {
     stop_pidfile relay "$STACK_DIR/relay/relay.pid"
     stop_pidfile celery "$STACK_DIR/worker/celery.pid"
     stop_pidfile redis "$STACK_DIR/redis/redis.pid"
+    stop_pidfile redis-state "$STACK_DIR/redis-state/redis.pid"
     stop_postgres
 }
 
@@ -247,17 +278,19 @@ service() {  # service start|stop NAME
     case "$1:${2:-}" in
         start:postgres) start_postgres ;;
         start:redis) start_redis ;;
+        start:redis-state) start_state_redis ;;
         start:app) start_app ;;
         start:relay) start_relay ;;
         start:worker) start_worker ;;
         start:nginx) start_nginx ;;
         stop:postgres) stop_postgres ;;
         stop:redis) stop_pidfile redis "$STACK_DIR/redis/redis.pid" ;;
+        stop:redis-state) stop_pidfile redis-state "$STACK_DIR/redis-state/redis.pid" ;;
         stop:app) stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid" ;;
         stop:relay) stop_pidfile relay "$STACK_DIR/relay/relay.pid" ;;
         stop:worker) stop_pidfile celery "$STACK_DIR/worker/celery.pid" ;;
         stop:nginx) stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid" ;;
-        *) die "usage: $0 $1 postgres|redis|app|relay|worker|nginx" ;;
+        *) die "usage: $0 $1 postgres|redis|redis-state|app|relay|worker|nginx" ;;
     esac
 }
 
@@ -271,7 +304,7 @@ reset() {
 status() {
     local dir
     for pair in "nginx:nginx/nginx.pid" "gunicorn:app/gunicorn.pid" "relay:relay/relay.pid" "celery:worker/celery.pid" \
-        "redis:redis/redis.pid"; do
+        "redis:redis/redis.pid" "redis-state:redis-state/redis.pid"; do
         if alive "$STACK_DIR/${pair#*:}"; then echo "${pair%%:*}: running"; else echo "${pair%%:*}: stopped"; fi
     done
     dir=$( [ -d "$STACK_DIR" ] && pg_dir )

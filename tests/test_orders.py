@@ -14,6 +14,7 @@ import pytest
 from flask_jwt_extended import create_access_token
 
 import db
+import tasks
 from tests.helpers import assert_error, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +236,9 @@ def test_order_endpoints_share_one_limit(make_app):
 
 def start_worker(test_database_url, test_redis_url, tmp_path):
     env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": test_redis_url,
-           "RATE_LIMIT_STORAGE_URL": test_redis_url}
+           "RATE_LIMIT_STORAGE_URL": test_redis_url,
+           # Read by celery itself, before settings.py: kombu's spelling of the socket.
+           "CELERY_BROKER_URL": tasks._broker_url(test_redis_url)}
     log = open(tmp_path / "worker.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "orders", "--pool", "solo",

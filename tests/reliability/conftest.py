@@ -84,7 +84,12 @@ class Stack:
         return conn
 
     def redis(self):
+        """The cache Redis (L2)."""
         return redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2)
+
+    def state_redis(self):
+        """The Redis of rate-limit counters and queued tasks."""
+        return redis.Redis.from_url(os.environ["RATE_LIMIT_STORAGE_URL"], socket_timeout=2)
 
 
 def wait_until(condition, seconds, step=0.05):

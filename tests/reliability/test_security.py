@@ -50,13 +50,47 @@ def test_the_sign_in_limit_holds_across_workers_whatever_x_forwarded_for_says(st
     answered = [s for s in statuses if s != 429]
     lines = [json.loads(line) for line in stack.log_since("app/app.log", log_offset).splitlines()
              if '"path": "/api/user/token/"' in line]
-    limiter_keys = [key for key in stack.redis().scan_iter("LIMITS:*", count=1000)]
+    limiter_keys = [key for key in stack.state_redis().scan_iter("LIMITS:*", count=1000)]
     figures.update(
         requests=len(statuses), limit_per_minute=limit, answered_before_429=len(answered),
         gunicorn_workers=len(stack.gunicorn_workers()), client_addresses_the_app_saw=sorted({l["client"] for l in lines}),
     )
     # One count for the whole app: with a count per worker, twice the limit would pass.
     assert len(answered) <= limit and statuses[-1] == 429, figures
-    assert limiter_keys, "the limiter keeps its counts in Redis, where every worker sees them"
+    assert limiter_keys, "the limiter keeps its counts in the state Redis, where every worker sees them"
     # nginx set the address: the forged headers never reached the limiter's key.
     assert figures["client_addresses_the_app_saw"] == ["127.0.0.1"]
+
+
+def test_a_flood_of_cache_entries_evicts_no_limit(stack, figures):
+    """Before, one Redis held L2 and the limits: ~1,400 large list pages
+    evicted the sign-in counter of a client at 429, which then got 401s
+    again. Now the counters live on the state Redis, which never evicts."""
+    limit = int(os.environ["RATE_LIMIT_AUTH"].split()[0])
+    client = Client(stack.base_url)
+    form = {"username": "flood@example.com", "password": "wrong password"}
+    statuses = [client.call("token", "POST", "/api/user/token/", form=form).status for _ in range(limit + 2)]
+    assert statuses[-1] == 429, statuses
+    cache = stack.redis()
+    maxmemory = int(cache.config_get("maxmemory")["maxmemory"])
+    evicted_before = cache.info("stats")["evicted_keys"]
+    blob = b"x" * (1024 * 1024)
+    pipe = cache.pipeline(transaction=False)
+    for n in range(maxmemory // len(blob) + 64):  # past maxmemory: the cache must evict
+        pipe.set(f"flood:{n}", blob, ex=60)
+        if n % 32 == 31:
+            pipe.execute()
+    pipe.execute()
+    evicted = cache.info("stats")["evicted_keys"] - evicted_before
+    after = client.call("token", "POST", "/api/user/token/", form=form).status
+    client.close()
+    state = stack.state_redis()
+    figures.update(cache_maxmemory_mb=maxmemory // 2**20, cache_keys_evicted=evicted, status_after_flood=after,
+                   state_policy=state.config_get("maxmemory-policy")["maxmemory-policy"])
+    for key in cache.scan_iter("flood:*", count=1000):
+        cache.delete(key)
+    assert evicted > 0, "the flood did not fill the cache"
+    assert after == 429, "the flood evicted the limit"
+    assert figures["state_policy"] == "noeviction"
+    assert not list(cache.scan_iter("LIMITS:*")), "no counter is kept where eviction reaches"
+
