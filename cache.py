@@ -259,11 +259,6 @@ class Cache:
         app.extensions["cache_resources"].setdefault(resource.table, []).append(resource)
 
     @staticmethod
-    def resources(app):
-        """Every declared resource, by the table whose changes invalidate it."""
-        return app.extensions["cache_resources"]
-
-    @staticmethod
     def backend():
         return current_app.extensions["cache"]
 
@@ -315,7 +310,7 @@ class Cache:
     def _targets(self, changes):
         """The (resource, id) items and the list-owning resources that
         ``changes`` ({table: [keys]}) invalidate."""
-        resources = self.resources(current_app)
+        resources = current_app.extensions["cache_resources"]
         items, lists = [], set()
         for table, keys in changes.items():
             for resource in resources.get(table, ()):

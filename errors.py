@@ -8,6 +8,7 @@ Responses never carry SQL, driver messages or stack traces: those go to the log.
 
 import json
 import logging
+import re
 
 import psycopg2
 import psycopg2.errors
@@ -50,11 +51,11 @@ class JSONBodyParser(FlaskParser):
     """
 
     def load_json(self, req, schema):
-        _refuse_larger_than(getattr(schema, "max_body_bytes", MAX_BODY_BYTES), req)
+        _refuse_too_large(req, schema)
         return super().load_json(req, schema)
 
     def load_form(self, req, schema):
-        _refuse_larger_than(getattr(schema, "max_body_bytes", MAX_BODY_BYTES), req)
+        _refuse_too_large(req, schema)
         return super().load_form(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
@@ -72,7 +73,7 @@ class JSONBodyParser(FlaskParser):
             raise  # webargs answers it (_handle_invalid_json_error)
         except ValueError:  # an integer literal beyond Python's int_max_str_digits
             abort(400, message="A number in the body has too many digits.")
-        if _has_lone_surrogate(data):
+        if _has_lone_surrogate(req.get_data(cache=True), data):
             # "\ud800" is valid JSON but no text: it cannot be encoded, hashed or stored.
             abort(400, message="The body has a lone UTF-16 surrogate escape, which is not text.")
         return data
@@ -81,7 +82,8 @@ class JSONBodyParser(FlaskParser):
         abort(400, message="The body is not valid JSON.")
 
 
-def _refuse_larger_than(limit, req):
+def _refuse_too_large(req, schema):
+    limit = getattr(schema, "max_body_bytes", MAX_BODY_BYTES)
     # nginx always sends a Content-Length; a chunked body from elsewhere is
     # read (Flask stops at MAX_CONTENT_LENGTH) and measured.
     size = req.content_length if req.content_length is not None else len(req.get_data(cache=True))
@@ -97,7 +99,15 @@ def _capped(messages):
     return listed
 
 
-def _has_lone_surrogate(data):
+# A surrogate can only arrive as a \uD800-\uDFFF escape (UTF-8 cannot carry one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_lone_surrogate(raw, data):
+    """Whether ``data`` holds a surrogate not paired into a character. Only a
+    body that has such an escape is encoded to find out."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

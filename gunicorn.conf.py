@@ -1,6 +1,5 @@
 """gunicorn settings, from the environment through settings.py."""
 
-import json
 import sys
 
 from gunicorn import util
@@ -38,7 +37,10 @@ secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 def _json_error(sock, status_int, reason, mesg):
     """What gunicorn answers itself (a request line, header or header count
     past its limits) in the API's JSON error shape instead of an HTML page."""
-    body = json.dumps({"code": status_int, "status": reason, "message": str(mesg)[:200]}).encode()
+    # Imported here, in the worker that answers: the master keeps no app module.
+    from responses import error_body  # noqa: PLC0415
+
+    body = error_body(status_int, str(mesg)[:200]).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin1")
     util.write_nonblock(sock, head + body)

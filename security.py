@@ -48,15 +48,24 @@ def _claims_are_complete(header, claims):
     )
 
 
+# What a request knows of its token's account (GET /api/user/me answers it).
+ACCOUNT_COLUMNS = "id, name, email, created_at"
+
+
 def _account_of(header, claims):
     """The token's account, while it exists and has not changed email or
     password since: one primary-key read per authenticated request."""
-    account = db.fetch_one("SELECT id, token_version FROM accounts WHERE id = %s", (int(claims["sub"]),))
+    account = db.fetch_one(f"SELECT {ACCOUNT_COLUMNS}, token_version FROM accounts WHERE id = %s",
+                           (int(claims["sub"]),))
     return account if account is not None and account["token_version"] == claims["ver"] else None
 
 
+def current_account():
+    """The account whose token this request carries (after @jwt_required), as read for it."""
+    return current_user
+
+
 def current_account_id():
-    """The id of the account whose token this request carries (after @jwt_required)."""
     return current_user["id"]
 
 

@@ -156,12 +156,15 @@ printable_with_line_breaks = TextRule(
 
 
 class TrimmedSchema(ma.Schema):
-    """Strips surrounding whitespace from every string field before validation."""
+    """Strips surrounding whitespace from every string field before
+    validation, but those named in ``UNTRIMMED`` (a password's spaces are part of it)."""
+
+    UNTRIMMED = frozenset()
 
     @ma.pre_load
     def strip_strings(self, data, **kwargs):
         if isinstance(data, dict):
-            return {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+            return {k: v.strip() if isinstance(v, str) and k not in self.UNTRIMMED else v for k, v in data.items()}
         return data
 
 

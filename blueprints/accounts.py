@@ -16,26 +16,18 @@ from flask_smorest import abort
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import db
-from blueprints import BEARER_AUTH, Blueprint, MessageSchema, printable
+from blueprints import BEARER_AUTH, Blueprint, MessageSchema, TrimmedSchema, printable
 from blueprints.users import EMAIL_RULES, NAME_RULES
-from security import BEARER, auth_rate_limit, current_account_id, limiter
+from security import ACCOUNT_COLUMNS, BEARER, auth_rate_limit, current_account, current_account_id, limiter
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/user", description="Accounts and tokens")
 
 PASSWORD_RULES = ma.validate.Length(8, 128)
-ACCOUNT_COLUMNS = "id, name, email, created_at"
 
 
-class TrimsEmailAndName(ma.Schema):
-    @ma.pre_load
-    def strip_email_and_name(self, data, **kwargs):
-        # Never a password: its spaces are part of it.
-        if isinstance(data, dict):
-            return {k: v.strip() if k in ("email", "name") and isinstance(v, str) else v for k, v in data.items()}
-        return data
+class RegisterSchema(TrimmedSchema):
+    UNTRIMMED = frozenset({"password"})
 
-
-class RegisterSchema(TrimsEmailAndName):
     email = ma.fields.Email(required=True, validate=EMAIL_RULES)
     password = ma.fields.String(
         required=True, load_only=True, validate=PASSWORD_RULES, metadata={"description": "8 to 128 characters"}
@@ -54,7 +46,9 @@ class CurrentPasswordSchema(ma.Schema):
     current_password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(1, 128))
 
 
-class AccountChangeSchema(TrimsEmailAndName):
+class AccountChangeSchema(TrimmedSchema):
+    UNTRIMMED = frozenset({"password", "current_password"})
+
     name = ma.fields.String(validate=NAME_RULES)
     email = ma.fields.Email(validate=EMAIL_RULES, metadata={"description": "needs current_password"})
     password = ma.fields.String(load_only=True, validate=PASSWORD_RULES,
@@ -144,7 +138,7 @@ class Me(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Your account"""
-        return db.fetch_one(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = %s", (current_account_id(),))
+        return current_account()  # read with the token's check (security.py): no second read
 
     @limiter.limit(auth_rate_limit)  # current_password is a password to guess
     @jwt_required()

@@ -81,13 +81,13 @@ class BenchStack:
         self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
         # The write path without change capture: no trigger, so no notice,
         # no invalidation and nothing for the relay.
-        dsn = self.nocapture_database()
+        dsn = self.database("nocapture", users=1000, incidents=0)
         self._gunicorn("nocapture", "app:app", {"DATABASE_URL": dsn})
         self.static_nginx()
         for size in growth_sizes:
             # One database and one L2-less app per size, so the sizes can be
             # measured in turns, as a ratio and its baseline should be.
-            dsn = self.growth_database(size)
+            dsn = self.database(f"growth{size}", users=size, incidents=size)
             self._gunicorn(f"growth{size}", "app:app", {"CACHE_ENABLED": "false", "DATABASE_URL": dsn})
 
     def get(self, path):
@@ -109,12 +109,14 @@ class BenchStack:
                 raise RuntimeError(f"gunicorn {name} did not start: see {log.name}")
             time.sleep(0.1)
 
-    def nocapture_database(self):
-        self.sql('CREATE DATABASE "nocapture" OWNER app', autocommit=True)
-        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname="nocapture")
+    def database(self, name, users, incidents):
+        """A database of its own, with rows and without change capture: no
+        relay serves it, and the write baseline must not pay for it."""
+        self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
+        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
         self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
         self.drop_change_capture(dsn)
-        load_rows(self, 1000, 0, dsn)
+        load_rows(self, users, incidents, dsn)
         return dsn
 
     def drop_change_capture(self, dsn):
@@ -146,15 +148,6 @@ class BenchStack:
         subprocess.run(["nginx", "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")],
                        check=True)
         self.static_pidfile = directory / "nginx.pid"
-
-    def growth_database(self, size):
-        name = f"growth{size}"
-        self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
-        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
-        self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
-        self.drop_change_capture(dsn)
-        load_rows(self, size, size, dsn)
-        return dsn
 
     def _nginx_baselines(self, growth_sizes):
         bench = self.dir / "bench"

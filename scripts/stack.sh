@@ -118,33 +118,28 @@ start_postgres() {
     fi
 }
 
+start_redis_server() {  # NAME SOCKET REDIS-ARGS...: one redis-server in STACK_DIR/NAME
+    local name=$1 sock=$2
+    shift 2
+    mkdir -p "$STACK_DIR/$name"
+    if alive "$STACK_DIR/$name/redis.pid"; then log "$name: already running"; return; fi
+    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$STACK_DIR/$name" --save "" "$@" \
+        --daemonize yes --pidfile "$STACK_DIR/$name/redis.pid" --logfile "$STACK_DIR/$name/redis.log"
+    wait_for 10 "$name" redis-cli -s "$sock" ping
+    log "$name: started"
+}
+
 start_redis() {
-    mkdir -p "$STACK_DIR/redis"
-    if alive "$STACK_DIR/redis/redis.pid"; then log "redis: already running"; return; fi
     # A cache only: no persistence, bounded memory, least-recently-used eviction.
-    redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 \
-        --dir "$STACK_DIR/redis" --save "" --appendonly no \
-        --maxmemory 256mb --maxmemory-policy allkeys-lru \
-        --daemonize yes --pidfile "$STACK_DIR/redis/redis.pid" \
-        --logfile "$STACK_DIR/redis/redis.log"
-    wait_for 10 redis redis-cli -s "$REDIS_SOCK" ping
-    log "redis: started"
+    start_redis_server redis "$REDIS_SOCK" --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru
 }
 
 start_state_redis() {
-    mkdir -p "$STACK_DIR/redis-state"
-    if alive "$STACK_DIR/redis-state/redis.pid"; then log "redis-state: already running"; return; fi
     # Rate-limit counters and queued tasks: never evicted (a full server
     # refuses writes instead, and the limiter counts in memory meanwhile),
     # and kept on disk across restarts. A flood of cache entries on the
     # cache Redis cannot reach them.
-    redis-server --port 0 --unixsocket "$STATE_REDIS_SOCK" --unixsocketperm 700 \
-        --dir "$STACK_DIR/redis-state" --save "" --appendonly yes \
-        --maxmemory 64mb --maxmemory-policy noeviction \
-        --daemonize yes --pidfile "$STACK_DIR/redis-state/redis.pid" \
-        --logfile "$STACK_DIR/redis-state/redis.log"
-    wait_for 10 redis-state redis-cli -s "$STATE_REDIS_SOCK" ping
-    log "redis-state: started"
+    start_redis_server redis-state "$STATE_REDIS_SOCK" --appendonly yes --maxmemory 64mb --maxmemory-policy noeviction
 }
 
 with_env() {

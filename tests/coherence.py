@@ -32,8 +32,9 @@ from urllib.parse import quote, urlsplit
 
 import psycopg2
 
+from tests.helpers import REPORTS
+
 ABSENT = "absent"
-REPORTS = []  # (title, lines): printed at the end of the test session (tests/conftest.py)
 FRESH = {"Cache-Control": "no-cache"}
 
 

@@ -155,6 +155,17 @@ def wait_caught_up(redis_url, seconds=5):
         time.sleep(0.01)
 
 
+def wait_applied(app, seconds=5):
+    """Until the relay has applied every noted change: it applies each once
+    more after the writer's own invalidation, which would retire a value
+    cached in between."""
+    deadline = time.monotonic() + seconds
+    with app.app_context():
+        while db.fetch_one("SELECT count(*) AS n FROM cache_changes")["n"]:
+            assert time.monotonic() < deadline, "the relay did not apply the changes"
+            time.sleep(0.01)
+
+
 @pytest.fixture(autouse=True)
 def clean_state(app, test_redis_url, session_relay):
     """Every test starts from the seed rows, an empty cache and a relay caught up."""
@@ -333,7 +344,7 @@ def new_user(send):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests.coherence import REPORTS  # noqa: PLC0415
+    from tests.helpers import REPORTS  # noqa: PLC0415
 
     for name, lines in REPORTS:
         terminalreporter.section(name)

@@ -1,6 +1,22 @@
-"""Assertions shared by the test modules."""
+"""Assertions and tools shared by the test modules."""
 
+import socket
 import time
+from urllib.parse import urlsplit
+
+# (title, lines) that tests report: printed at the end of the session (tests/conftest.py).
+REPORTS = []
+
+
+def raw_exchange(base_url, request_bytes):
+    """Sends bytes http.client would refuse to build; returns the raw response."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as conn:
+        conn.sendall(request_bytes)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def assert_error(response, code):

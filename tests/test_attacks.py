@@ -5,13 +5,11 @@ account."""
 
 import json
 import random
-import socket
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.coherence import REPORTS
+from tests.helpers import REPORTS, raw_exchange
 
 # Answers with no body by definition.
 BODILESS = {100, 204, 304}
@@ -21,24 +19,10 @@ BODILESS = {100, 204, 304}
 NOT_IMPLEMENTED = {501, 505}
 
 
-class Raw:
+def raw_request(base_url, line, headers=(), body=b""):
     """One request as bytes on its own connection: shapes no HTTP client would send."""
-
-    def __init__(self, base_url):
-        parts = urlsplit(base_url)
-        self.address = (parts.hostname, parts.port or 80)
-
-    def send(self, data):
-        with socket.create_connection(self.address, timeout=10) as sock:
-            sock.sendall(data)
-            received = b""
-            while chunk := sock.recv(65536):
-                received += chunk
-        return received
-
-    def request(self, line, headers=(), body=b""):
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        return self.send(line + b"\r\nHost: api\r\nConnection: close\r\n" + head + b"\r\n" + body)
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return raw_exchange(base_url, line + b"\r\nHost: api\r\nConnection: close\r\n" + head + b"\r\n" + body)
 
 
 def answers(received):
@@ -69,11 +53,6 @@ def assert_api_answer(received, shape, method=b"GET"):
         assert b"<html" not in body.lower() and b"Traceback" not in body
 
 
-@pytest.fixture
-def raw(base_url):
-    return Raw(base_url)
-
-
 # Every shape an earlier release answered with HTML, a 5xx or a version.
 KNOWN_SHAPES = {
     "X-Forwarded-Ssl (gunicorn: contradictory scheme headers)": (b"POST /users HTTP/1.1", [
@@ -90,10 +69,10 @@ KNOWN_SHAPES = {
 
 
 @pytest.mark.parametrize("shape", KNOWN_SHAPES)
-def test_known_shapes_get_the_apis_json(raw, shape):
+def test_known_shapes_get_the_apis_json(base_url, shape):
     line, headers, body = KNOWN_SHAPES[shape]
-    raw.request(b"GET /users/1 HTTP/1.1")  # L1 holds the item, so nginx itself answers it
-    assert_api_answer(raw.request(line, headers, body), shape, line.split(b" ")[0])
+    raw_request(base_url, b"GET /users/1 HTTP/1.1")  # L1 holds the item, so nginx itself answers it
+    assert_api_answer(raw_request(base_url, line, headers, body), shape, line.split(b" ")[0])
 
 
 def test_the_server_header_names_no_version(send):
@@ -140,10 +119,10 @@ def fuzzed_requests(seed, count, own_user):
         yield method, method + b" " + path + b" " + version, headers, body
 
 
-def test_fuzzed_request_shapes_get_json_and_never_a_5xx(raw, new_user):
+def test_fuzzed_request_shapes_get_json_and_never_a_5xx(base_url, new_user):
     statuses = {}
     for method, line, headers, body in fuzzed_requests(seed=11, count=400, own_user=new_user):
-        received = raw.request(line, headers, body)
+        received = raw_request(base_url, line, headers, body)
         shape = f"{line[:80]!r} {[(n[:30], v[:30]) for n, v in headers][:6]}"
         assert_api_answer(received, shape, method)
         for status, _, _ in answers(received):

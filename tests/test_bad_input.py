@@ -1,10 +1,10 @@
 """Bad input through nginx: each gets a clear 4xx JSON error and changes nothing."""
 
 import json
-import socket
-from urllib.parse import urlsplit
 
 import pytest
+
+from tests.helpers import raw_exchange
 
 LEAKS = (b"Traceback", b"SELECT", b"INSERT", b"psycopg2", b"<html", b"SECRET_KEY", b"root:")
 FRESH = {"Cache-Control": "no-cache"}  # past L1, so "unchanged" is checked at the source
@@ -93,17 +93,6 @@ def test_text_is_stored_and_returned_verbatim(send, name):
     # JSON, never sniffed as HTML by a browser.
     assert reply.headers["Content-Type"] == "application/json"
     assert reply.headers["X-Content-Type-Options"] == "nosniff"
-
-
-def raw_exchange(base_url, request_bytes):
-    """Sends bytes http.client would refuse to build; returns the raw response."""
-    parts = urlsplit(base_url)
-    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as conn:
-        conn.sendall(request_bytes)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_a_header_value_cannot_inject_response_headers(base_url, new_user):
