@@ -82,13 +82,34 @@ class NoSessions(SessionInterface):
         pass
 
 
+class ReadWhatIsLeftOfTheBody:
+    """Reads the part of a body the app left unread (a refused request's, say),
+    up to MAX_CONTENT_LENGTH. gunicorn drains at most 64 KiB of it to keep
+    the connection; past that it closes it, and nginx, still sending the
+    body, answers 502 instead of the app's answer."""
+
+    def __init__(self, wsgi_app, most):
+        self.wsgi_app, self.most = wsgi_app, most
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+                body, left = environ["wsgi.input"], self.most
+                while left > 0 and (chunk := body.read(min(left, 65536))):
+                    left -= len(chunk)
+
+
 def register_wsgi_layers(app):
     """The WSGI middleware around Flask, innermost first."""
     item_reads.init_app(app)  # reads the blueprints' routes: after register_blueprints
     request_log.init_app(app)  # logs its answers too
-    # Outermost: everything inside sees the client nginx reported. nginx is
-    # the one trusted hop: it sets X-Forwarded-For to the peer address.
+    # Everything inside sees the client nginx reported. nginx is the one
+    # trusted hop: it sets X-Forwarded-For to the peer address.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
+    # Outermost: whoever answered, the rest of the body is read.
+    app.wsgi_app = ReadWhatIsLeftOfTheBody(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
 
 
 def register_infrastructure(app):

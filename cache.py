@@ -9,6 +9,13 @@ whether it has cached lists. Its keys, each behind the ``FORMAT`` prefix:
 ``ns:item:ID:l1``    set while L1 may hold the item (under its one canonical URI), for the relay to refresh
 ``ns:gen``           the list generation; one INCR retires every cached list
 ``ns:list:GEN:Q``    a list body for query ``Q`` under generation ``GEN``
+``ns:lists:GEN``     how many lists generation ``GEN`` has stored
+
+What one client can make L2 hold is bounded: a value over
+``CACHE_MAX_VALUE_BYTES`` is served but not stored, and a generation stores
+at most ``CACHE_MAX_LISTS`` lists each ``CACHE_TTL`` (any cursor and page
+size make a new query); past that, lists come from PostgreSQL until a change
+starts a new generation.
 
 Invalidation comes from the database, not from the views: a trigger notes
 every committed change of a cached table (init.sql), and ``apply`` turns the
@@ -96,6 +103,20 @@ return {redis.call('GET', ARGV[1] .. gen .. ARGV[2]), gen, redis.call('GET', KEY
 """
 
 
+# KEYS: list key, the generation's list count. ARGV: value, ttl, most lists.
+_STORE_LIST = """
+local stored = redis.call('INCR', KEYS[2])
+if stored == 1 then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+if stored > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
 class Resource:
     """A cached resource: its items are the rows of ``table``, each named by
     its primary key (the key the table's trigger notes), and ``load(id)``
@@ -125,6 +146,9 @@ class Resource:
         """A list key is prefix + generation + suffix."""
         return f"{FORMAT}:{self.ns}:list:", f":{query}"
 
+    def list_count_key(self, gen):
+        return f"{FORMAT}:{self.ns}:lists:{gen}"
+
     def __repr__(self):
         return f"Resource({self.ns!r})"
 
@@ -140,8 +164,10 @@ class _Backend:
         template = redis.Redis.from_url(self._url)
         self._store_if_unchanged = template.register_script(_STORE_IF_UNCHANGED)
         self._lookup_list = template.register_script(_LOOKUP_LIST)
+        self._store_list = template.register_script(_STORE_LIST)
         self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
+        self.max_value_bytes, self.max_lists = cfg["CACHE_MAX_VALUE_BYTES"], cfg["CACHE_MAX_LISTS"]
         self.retry_after = cfg["CACHE_RETRY_AFTER"]
         self.down_until = 0.0
 
@@ -202,7 +228,13 @@ class _Backend:
 
     def store_list(self, resource, query, gen, value):
         prefix, suffix = resource.list_key_parts(query)
-        self.client.set(f"{prefix}{gen.decode()}{suffix}", value, ex=self.ttl)
+        gen = gen.decode()
+        self._store_list(keys=[f"{prefix}{gen}{suffix}", resource.list_count_key(gen)],
+                         args=[value, self.ttl, self.max_lists], client=self.client)
+
+    def storable(self, value):
+        # UTF-8 takes at most 4 bytes a character: most values need no encoding to tell.
+        return len(value) * 4 <= self.max_value_bytes or len(value.encode()) <= self.max_value_bytes
 
     def readable(self):
         return self.enabled and time.monotonic() >= self.down_until
@@ -279,7 +311,7 @@ class Cache:
         if cached is not None:
             return cached.decode(), HIT
         value = load()
-        if value is not None:
+        if value is not None and backend.storable(value):
             try:
                 store(backend, token, value)
             except redis.RedisError as error:

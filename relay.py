@@ -24,6 +24,7 @@ import http.client
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -218,9 +219,7 @@ class L1Refresher:
             conn = connections.get(base)
             try:
                 if conn is None:
-                    parts = urlsplit(base)
-                    conn = connections[base] = http.client.HTTPConnection(parts.hostname, parts.port or 80,
-                                                                          timeout=2)
+                    conn = connections[base] = connect(base)
                 conn.request("GET", uri, headers=self._headers)
                 conn.getresponse().read()
                 return
@@ -230,6 +229,27 @@ class L1Refresher:
                     conn.close()
                 if attempt == 2:
                     log.warning("relay: refreshing %s%s failed: %s", base, uri, error)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: the local stack's nginx server for the relay."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def connect(base, timeout=2):
+    """A connection to one of L1_REFRESH_URLS: ``http://host:port`` or ``unix:/path``."""
+    if base.startswith("unix:"):
+        return UnixHTTPConnection(base.removeprefix("unix:"), timeout)
+    parts = urlsplit(base)
+    return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
 
 
 def check(app):

@@ -58,14 +58,19 @@ def app_settings():
         # false turns L2 off (benchmarks, debugging): set it alike on every instance.
         "CACHE_ENABLED": _str("CACHE_ENABLED", "true").lower() in ("1", "true", "yes"),
         "CACHE_TTL": _int("CACHE_TTL", 60),
+        # What L2 stores at most: a larger value is served from PostgreSQL,
+        # and lists past the count wait for the next change (cache.py).
+        "CACHE_MAX_VALUE_BYTES": _int("CACHE_MAX_VALUE_BYTES", 64 * 1024),
+        "CACHE_MAX_LISTS": _int("CACHE_MAX_LISTS", 256),
         # Redis answers in well under a millisecond; past this it counts as down.
         "CACHE_TIMEOUT": _float("CACHE_TIMEOUT", 0.25),
         # After a Redis error, reads skip the cache this long instead of paying
         # the timeout on every request.
         "CACHE_RETRY_AFTER": _float("CACHE_RETRY_AFTER", 1.0),
-        # Every nginx (L1) of the deployment, comma-separated base URLs: the
-        # relay asks each to refresh what it holds of a changed item. Empty:
-        # L1 catches up within its own 5 s bound.
+        # Every nginx (L1) of the deployment, comma-separated (http://host:port
+        # or unix:/path of its server for the relay): the relay asks each to
+        # refresh what it holds of a changed item. Empty: L1 catches up within
+        # its own 5 s bound.
         "L1_REFRESH_URLS": [url.strip() for url in _str("L1_REFRESH_URLS", "").split(",") if url.strip()],
         "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
         # Per client address, in flask-limiter's notation.

@@ -170,8 +170,8 @@ start_relay() {
     stop_pidfile relay "$dir/relay.pid"
     local ready_before
     ready_before=$(grep -c 'relay: applying changes' "$dir/relay.log" 2>/dev/null || true)
-    # Every nginx of the stack: this one.
-    L1_REFRESH_URLS=${L1_REFRESH_URLS:-http://$LISTEN_HOST:$PORT} with_env setsid "$VENV/bin/python" relay.py \
+    # Every nginx of the stack: this one's server for the relay (nginx/local.conf.template).
+    L1_REFRESH_URLS=${L1_REFRESH_URLS:-unix:$STACK_DIR/nginx/refresh.sock} with_env setsid "$VENV/bin/python" relay.py \
         --pidfile "$dir/relay.pid" >>"$dir/relay.log" 2>&1 </dev/null &
     wait_for 30 "the cache relay" more_lines_than "${ready_before:-0}" 'relay: applying changes' "$dir/relay.log"
     log "cache relay: started"
@@ -199,9 +199,15 @@ start_nginx() {
     mkdir -p "$dir/tmp" "$dir/cache" "$dir/extra"
     sed -e "s|@STATE@|$dir|g" -e "s|@ROOT@|$ROOT|g" -e "s|@APP_SOCKET@|$APP_SOCK|g" \
         -e "s|@LISTEN@|$LISTEN_HOST:$PORT|g" -e "s|@USER@|$(id -un)|g" \
+        -e "s|@RATE_PAST_L1@|${RATE_LIMIT_PAST_L1:-10r/s}|g" \
         "$ROOT/nginx/local.conf.template" >"$dir/nginx.conf"
     if alive "$dir/nginx.pid"; then
+        local master old_workers
+        master=$(cat "$dir/nginx.pid")
+        old_workers=$(pgrep -P "$master" -f 'worker process$' || true)
         nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -s reload
+        # A reload is only asked for: new connections get the new settings once the new workers run.
+        wait_for 10 "nginx's new workers" only_new_workers "$master" "$old_workers"
         log "nginx: already running (configuration reloaded)"
         return
     fi
@@ -210,6 +216,15 @@ start_nginx() {
         die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"
     wait_for 10 nginx curl -fsS "http://$LISTEN_HOST:$PORT/health"
     log "nginx: started on $LISTEN_HOST:$PORT"
+}
+
+only_new_workers() {  # only_new_workers MASTER OLD-PIDS: the master runs workers, none of OLD-PIDS
+    local workers pid
+    workers=$(pgrep -P "$1" -f 'worker process$' || true)
+    [ -n "$workers" ] || return 1
+    for pid in $workers; do
+        if grep -qx "$pid" <<<"$2"; then return 1; fi
+    done
 }
 
 stop_pidfile() {  # stop_pidfile NAME PIDFILE: SIGTERM, then wait for the process to go

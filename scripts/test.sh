@@ -19,6 +19,8 @@ finish() {
     if [ "$status" -ne 0 ] && [ -d "${STACK_DIR:-}" ]; then
         echo "== the test stack's last log lines ($STACK_DIR)"
         tail -n 20 "$STACK_DIR/app/app.log" "$STACK_DIR/worker/worker.log" "$STACK_DIR/nginx/error.log" 2>/dev/null || true
+        # Last, where a log's tail shows it: what failed, and why.
+        sed -n '/short test summary info/,$p' "$STACK_DIR/pytest.txt" 2>/dev/null || true
     fi
     [ -z "$STACK_DIR" ] || scripts/stack.sh reset >/dev/null 2>&1 || true
     exit "$status"
@@ -57,14 +59,15 @@ if [ "$WHAT" = all ]; then
     echo "== hadolint Dockerfile"
     .venv/bin/hadolint Dockerfile && echo "Dockerfile is clean"
 
-    # Every request of the run comes from 127.0.0.1: the production limits (5
-    # and 10 a minute) would throttle the suite itself. The limits are tested
-    # with their own settings in tests/test_orders.py and in the drills.
+    # Every request of the run comes from 127.0.0.1: the production limits
+    # would throttle the suite itself. The limits are tested with their own
+    # settings in tests/test_orders.py and in the drills (test_security.py).
     export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
+    export RATE_LIMIT_PAST_L1=1000r/s
     start_stack
 
     echo "== pytest"
-    .venv/bin/pytest --ignore=tests/reliability "$@"
+    .venv/bin/pytest --ignore=tests/reliability -r fE "$@" | tee "$STACK_DIR/pytest.txt"
     echo "== test_app.sh"
     ./test_app.sh
     echo "== schemathesis: every operation of /openapi.json, through nginx"
@@ -84,9 +87,11 @@ if [ "$WHAT" = all ]; then
 fi
 
 # The sign-in limit low enough to reach in a few seconds, high enough for the
-# drills' own sign-ins; orders unthrottled for the Celery drill.
+# drills' own sign-ins; orders and nginx's limits unthrottled for the drills'
+# load (test_security.py lowers nginx's for its own).
 export RATE_LIMIT_AUTH="20 per minute" RATE_LIMIT_ORDERS="600 per minute"
+export RATE_LIMIT_PAST_L1=1000r/s
 start_stack
 echo "== fault and security drills (tests/reliability)"
-.venv/bin/pytest tests/reliability -p no:cacheprovider
+.venv/bin/pytest tests/reliability -p no:cacheprovider -r fE | tee "$STACK_DIR/pytest.txt"
 echo "== all checks passed"

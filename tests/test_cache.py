@@ -10,7 +10,7 @@ import redis
 
 from blueprints import users
 from cache import CAUGHT_UP_SECONDS
-from tests.conftest import wait_caught_up
+from tests.conftest import wait_applied, wait_caught_up
 from tests.helpers import eventually
 
 
@@ -47,6 +47,35 @@ def test_lists_are_cached_per_query_and_retired_by_every_write(client):
     client.delete(f"/users/{created['id']}")
     assert created["id"] not in [u["id"] for u in client.get("/users").get_json()]
     assert l2(client.get("/users?page_size=2")) == "MISS"
+
+
+def test_values_over_the_size_limit_are_served_but_never_stored(make_app, test_redis_url):
+    """Before, long-named users made 250 kB list pages, and a flood of them
+    crowded everything else out of L2."""
+    client = make_app(CACHE_MAX_VALUE_BYTES=200).test_client()
+    big = client.post("/users", json={"name": "é" * 100, "email": "e" * 60 + "@example.com"}).get_json()
+    small, large = client.get("/users/1"), client.get(f"/users/{big['id']}")
+    assert len(small.get_data()) < 200 < len(large.get_data())
+    assert (l2(small), l2(client.get("/users/1"))) == ("MISS", "HIT")
+    assert [l2(large)] + [l2(client.get(f"/users/{big['id']}"))] == ["MISS", "MISS"]
+    assert [l2(client.get("/users")) for _ in range(2)] == ["MISS", "MISS"]
+    assert not redis.Redis.from_url(test_redis_url).exists(f"v1:users:item:{big['id']}")
+
+
+def test_each_generation_stores_a_bounded_number_of_lists(make_app):
+    """Before, any number of cursor and page_size combinations were stored:
+    ~1,400 of them filled the cache Redis. Past the limit, a list is served
+    from PostgreSQL until a change starts a new generation."""
+    app = make_app(CACHE_MAX_LISTS=3)
+    client = app.test_client()
+    queries = [f"/users?page_size={n}" for n in range(1, 6)]
+    assert [l2(client.get(q)) for q in queries] == ["MISS"] * 5
+    assert [l2(client.get(q)) for q in queries] == ["HIT"] * 3 + ["MISS"] * 2
+
+    client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    wait_applied(app)
+    assert [l2(client.get(q)) for q in queries[3:]] == ["MISS"] * 2
+    assert [l2(client.get(q)) for q in queries[3:]] == ["HIT"] * 2
 
 
 def test_a_missing_user_is_not_cached(client):
@@ -150,12 +179,20 @@ def test_a_write_whose_invalidation_redis_missed_is_applied_by_the_relay(make_ap
 
     redis_link.cut()
     assert client.put("/users/1", json={"name": "Alice Cut Off"}).status_code == 200
+    written = time.monotonic()
     redis_link.mend()
     # A new process (the writer was killed): it has no memory of the write.
     other = make_app(REDIS_URL=redis_link.url).test_client()
-    read, _ = eventually(lambda: other.get("/users/1"), lambda r: l2(r) != "DOWN")
-    assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice Cut Off")
-    assert redis.Redis.from_url(redis_server.url).get("v1:users:item:1").decode() == read.get_data(as_text=True).strip()
+
+    def read():
+        started = time.monotonic()
+        response = other.get("/users/1")
+        # The old name is allowed only within L2's bound of the write.
+        assert response.get_json()["name"] == "Alice Cut Off" or started - written < CAUGHT_UP_SECONDS, l2(response)
+        return response
+
+    hit, _ = eventually(read, lambda r: l2(r) == "HIT" and r.get_json()["name"] == "Alice Cut Off")
+    assert redis.Redis.from_url(redis_server.url).get("v1:users:item:1").decode() == hit.get_data(as_text=True).strip()
 
 
 def test_a_relay_cut_off_from_redis_makes_l2_unused_within_a_second(make_app, redis_server, redis_link, relay_for):

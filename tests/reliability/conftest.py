@@ -40,8 +40,10 @@ class Stack:
     def __init__(self, directory, base_url):
         self.dir, self.base_url = directory, base_url
 
-    def service(self, action, name):
-        subprocess.run([ROOT / "scripts" / "stack.sh", action, name], check=True, capture_output=True, timeout=120)
+    def service(self, action, name, **settings):
+        """``scripts/stack.sh ACTION NAME``; ``settings`` override the environment it starts NAME with."""
+        subprocess.run([ROOT / "scripts" / "stack.sh", action, name], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, **settings})
 
     def _pid(self, pidfile):
         return int((self.dir / pidfile).read_text().strip())

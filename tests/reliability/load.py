@@ -41,12 +41,15 @@ class Call:
 class Client:
     """One keep-alive connection to nginx; a dropped one is reopened."""
 
-    def __init__(self, base_url, timeout=5):
+    def __init__(self, base_url, timeout=5, source=None):
+        """``source``: the address to send from (another 127.x.y.z is another client to nginx)."""
         parts = urlsplit(base_url)
         self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
+        self.source = (source, 0) if source else None
         self.conn = None
 
-    def call(self, kind, method, path, body=None, headers=None, form=None, **fields):
+    def call(self, kind, method, path, body=None, headers=None, form=None, raw=None, **fields):
+        """``body``: JSON; ``form``: a form; ``raw``: bytes sent as they are."""
         headers = dict(headers or {})
         if body is not None:
             body = json.dumps(body)
@@ -54,10 +57,13 @@ class Client:
         if form is not None:
             body = urlencode(form)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if raw is not None:
+            body = raw
         started = time.monotonic()
         try:
             if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                                       source_address=self.source)
             self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
             data = response.read()

@@ -5,10 +5,17 @@ Runs after the fault drills: it uses up the sign-in limit for a minute."""
 
 import json
 import os
+import re
+import threading
 import time
 import uuid
 
-from tests.reliability.load import Client
+import pytest
+
+from responses import L1_FRESH_SECONDS, L1_REFRESH_SECONDS
+from tests.reliability.conftest import ROOT
+from tests.reliability.load import FRESH, Client
+from tests.test_coherence import L1_ITEM_BOUND
 
 LOGS = ("app/app.log", "worker/worker.log", "nginx/access.log", "nginx/error.log")
 
@@ -94,3 +101,149 @@ def test_a_flood_of_cache_entries_evicts_no_limit(stack, figures):
     assert figures["state_policy"] == "noeviction"
     assert not list(cache.scan_iter("LIMITS:*")), "no counter is kept where eviction reaches"
 
+
+
+def configured_burst():
+    """The burst nginx allows one client (nginx/limits.conf)."""
+    return int(re.search(r"limit_req zone=api_past_l1 burst=(\d+)", (ROOT / "nginx" / "limits.conf").read_text())[1])
+
+
+@pytest.fixture
+def strict_nginx(stack):
+    """The stack's nginx with a low per-client rate, for a few seconds: every
+    other drill sends from 127.0.0.1 too, so test.sh raises it for the run."""
+    rate = 2
+    stack.service("start", "nginx", RATE_LIMIT_PAST_L1=f"{rate}r/s")
+    yield rate
+    stack.service("start", "nginx")
+
+
+def burst_of(count, call):
+    """``call(n)`` for n below ``count``, at once; (calls, seconds they took)."""
+    started = time.monotonic()
+    calls = [call(n) for n in range(count)]
+    return calls, time.monotonic() - started
+
+
+def assert_limited(calls, seconds, rate, answered):
+    """At most the burst and what the rate refilled meanwhile were ``answered``;
+    every other call got nginx's 429 in the API's error shape."""
+    passed = [c for c in calls if c.status == answered]
+    refused = [c for c in calls if c.status == 429]
+    assert len(passed) + len(refused) == len(calls), sorted({c.status for c in calls})
+    assert refused and len(passed) <= configured_burst() + 1 + rate * seconds, (len(passed), seconds)
+    for call in refused:
+        assert json.loads(call.body)["code"] == 429
+    return len(passed)
+
+
+def test_nginx_limits_each_client_on_what_l1_cannot_answer(stack, strict_nginx, figures):
+    """Before, any client could send writes without end and force every read
+    past L1 with `Cache-Control: no-cache` (or any Authorization header).
+    Each client below sends from an address of its own (127.0.0.x)."""
+    rate, burst, tag = strict_nginx, configured_burst(), uuid.uuid4().hex[:8]
+    writer, bypasser = Client(stack.base_url, source="127.0.0.2"), Client(stack.base_url, source="127.0.0.3")
+    writes, writes_s = burst_of(burst + 20, lambda n: writer.call(
+        "flood", "POST", "/users", {"name": "Flood", "email": f"flood-{tag}-{n}@example.com"}))
+    writes_answered = assert_limited(writes, writes_s, rate, 201)
+    # A header nginx cannot verify buys nothing: a forged token is limited too.
+    forged = writer.call("flood", "DELETE", "/users/1", headers={"Authorization": "Bearer forged"})
+    reads = [writer.call("read", "GET", "/users/1").status for _ in range(5)]
+
+    bypasses, bypass_s = burst_of(burst + 20, lambda _: bypasser.call("flood", "GET", "/users/1", headers=FRESH))
+    bypasses_answered = assert_limited(bypasses, bypass_s, rate, 200)
+    by_authorization = bypasser.call("flood", "GET", "/users/1", headers={"Authorization": "Bearer forged"})
+    another = Client(stack.base_url, source="127.0.0.4").call("read", "GET", "/users/1", headers=FRESH)
+    figures.update(rate_per_s=rate, burst=burst, writes_answered=writes_answered, bypasses_answered=bypasses_answered,
+                   refused=sum(c.status == 429 for c in writes + bypasses))
+    assert forged.status == 429 and by_authorization.status == 429
+    assert reads == [200] * 5, "plain reads are never limited"
+    assert another.status == 200, "each address has a limit of its own"
+
+    # The relay's refresh is no client's: while 127.0.0.1 stays over its
+    # limit, a change made with psql still reaches L1 within a second.
+    user_id = json.loads(next(c for c in writes if c.status == 201).body)["id"]
+    reader, local = Client(stack.base_url), Client(stack.base_url, source="127.0.0.1")
+    reader.call("read", "GET", f"/users/{user_id}")
+    assert reader.call("read", "GET", f"/users/{user_id}").l1 == "HIT"
+    over, _ = burst_of(burst + 5, lambda _: local.call("flood", "GET", "/users/1", headers=FRESH))
+    assert over[-1].status == 429
+    keep_over, hammered = threading.Event(), []
+
+    def stay_over_the_limit():  # on another URI: a request let through would refresh this one
+        while not keep_over.wait(0.02):
+            hammered.append(local.call("flood", "GET", "/users/1", headers=FRESH).status)
+
+    hammer = threading.Thread(target=stay_over_the_limit)
+    hammer.start()
+    try:
+        with stack.db() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE users SET name = 'Renamed by psql' WHERE id = %s", (user_id,))
+        written = time.monotonic()
+        deadline = written + L1_FRESH_SECONDS + L1_REFRESH_SECONDS + 2
+        while (seen := reader.call("read", "GET", f"/users/{user_id}")).status == 200 \
+                and json.loads(seen.body)["name"] != "Renamed by psql" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        waited = time.monotonic() - written
+    finally:
+        keep_over.set()
+        hammer.join()
+    for client in (writer, bypasser, reader, local):
+        client.close()
+    figures.update(l1_refresh_while_over_limit_s=round(waited, 3), l1_status=seen.l1,
+                   meanwhile_refused=f"{hammered.count(429)} of {len(hammered)}")
+    assert json.loads(seen.body)["name"] == "Renamed by psql"
+    assert waited <= L1_ITEM_BOUND, figures
+
+
+def test_a_flood_of_oversized_writes_costs_the_app_no_reading(stack, figures):
+    """Before, six clients sending two 1 MiB bodies of unknown keys a second
+    held the workers and took a normal read from 3 ms to 2.4 s. Bodies are
+    now refused by their size, before they are read, or parsed capped.
+    Figures: a read the app must answer, without and with the flood."""
+    shapes = {  # name -> body: unknown keys, each a field error if parsed
+        "1 MiB": json.dumps({f"k{n}": 1 for n in range(100_000)}).encode(),
+        "200 KiB": json.dumps({f"k{n}": 1 for n in range(20_000)}).encode(),
+        "16 KiB": json.dumps({f"k{n}": 1 for n in range(1_400)}).encode(),  # under the app's limit: parsed
+    }
+    flooding, answers = threading.Event(), []
+
+    def flood(body):
+        conn = Client(stack.base_url)
+        while not flooding.wait(0.5):  # two a second
+            call = conn.call("flood", "POST", "/users", headers={"Content-Type": "application/json"}, raw=body)
+            answers.append((len(body), call.status, len(call.body)))
+        conn.close()
+
+    def read_latencies(seconds):
+        reader, took, n = Client(stack.base_url), [], 0
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            n += 1  # a new URI each time: past L1 and L2, a query of PostgreSQL
+            call = reader.call("read", "GET", f"/users?page_size=5&cursor={n}&t={uuid.uuid4().hex[:6]}")
+            assert call.status == 200, call
+            took.append(call.seconds * 1000)
+        reader.close()
+        return sorted(took)
+
+    quiet = read_latencies(3)
+    threads = [threading.Thread(target=flood, args=(body,)) for body in list(shapes.values()) * 2]
+    for thread in threads:
+        thread.start()
+    try:
+        loaded = read_latencies(5)
+    finally:
+        flooding.set()
+        for thread in threads:
+            thread.join()
+    percentile = lambda values, p: round(values[min(len(values) - 1, int(len(values) * p))], 1)  # noqa: E731
+    figures.update(
+        flood_requests=len(answers),
+        flood_statuses=sorted({(size, status) for size, status, _ in answers}),
+        largest_answer_bytes=max(length for _, _, length in answers),
+        read_ms_quiet={"p50": percentile(quiet, 0.5), "p99": percentile(quiet, 0.99), "max": quiet[-1]},
+        read_ms_flooded={"p50": percentile(loaded, 0.5), "p99": percentile(loaded, 0.99), "max": loaded[-1]},
+    )
+    assert len(answers) >= 40, figures
+    assert {status for _, status, _ in answers} <= {413, 422}, figures
+    assert figures["largest_answer_bytes"] < 4096, figures
