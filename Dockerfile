@@ -13,6 +13,7 @@ RUN pip install --no-cache-dir -r requirements.txt \
     && useradd --system --no-create-home --uid 10001 --gid 10001 api
 
 COPY --chown=root:root *.py init.sql ./
+COPY --chown=root:root migrations/ migrations/
 COPY --chown=root:root blueprints/ blueprints/
 
 USER 10001:10001

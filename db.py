@@ -18,7 +18,6 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -231,20 +230,13 @@ def _committed(conn):
 
 
 def init_db():
-    """Apply init.sql (idempotent: safe on an existing database)."""
+    """Apply init.sql (idempotent: the tests re-seed with it). A stack's
+    database gets its schema from migrate.py."""
     with transaction() as cur:
         cur.execute(INIT_SQL.read_text())
-
-
-@click.command("init-db")
-def init_db_command():
-    """Create the schema and seed rows from init.sql."""
-    init_db()
-    click.echo("database initialised")
 
 
 def init_app(app):
     app.extensions["db_pool_lock"] = threading.Lock()
     app.extensions["db_after_commit"] = []
     app.teardown_appcontext(_release_db)
-    app.cli.add_command(init_db_command)

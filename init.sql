@@ -1,4 +1,6 @@
--- Schema and seed rows. Idempotent: applying it again changes nothing.
+-- The schema and seed rows of a fresh database: migrate.py gives it to an
+-- empty one, and brings a database of an earlier release to the same schema
+-- with migrations/. Idempotent: applying it again changes nothing.
 
 CREATE TABLE IF NOT EXISTS users (
     id          BIGSERIAL PRIMARY KEY,
@@ -6,7 +8,6 @@ CREATE TABLE IF NOT EXISTS users (
     email       VARCHAR(100) NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-
 
 -- One account per address, whatever its letter case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (lower(email));
@@ -235,25 +236,5 @@ BEGIN
                            event.transition, cached.key_column);
         END LOOP;
     END LOOP;
-END;
-$$;
-
--- A database made before accounts had a table of their own kept them as
--- users with a password_hash: move them over under the same ids (their
--- orders keep pointing at them) and out of the public users.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM information_schema.columns
-               WHERE table_schema = current_schema() AND table_name = 'users' AND column_name = 'password_hash') THEN
-        INSERT INTO accounts (id, name, email, password_hash, created_at)
-        SELECT id, name, email, password_hash, created_at FROM users WHERE password_hash IS NOT NULL;
-        PERFORM setval(pg_get_serial_sequence('accounts', 'id'),
-                       (SELECT coalesce(max(id), 0) + 1 FROM accounts), false);
-        ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_user_id_fkey;
-        ALTER TABLE orders ADD CONSTRAINT orders_user_id_fkey
-            FOREIGN KEY (user_id) REFERENCES accounts (id) ON DELETE CASCADE;
-        DELETE FROM users WHERE password_hash IS NOT NULL;
-        ALTER TABLE users DROP COLUMN password_hash;
-    END IF;
 END;
 $$;

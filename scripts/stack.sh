@@ -148,7 +148,9 @@ with_env() {
 
 start_app() {
     mkdir -p "$STACK_DIR/app"
-    with_env "$VENV/bin/flask" --app app init-db >/dev/null
+    # The schema before the app: init.sql for an empty database, migrations/ for an earlier release's.
+    with_env "$VENV/bin/python" migrate.py >>"$STACK_DIR/app/migrate.log" 2>&1 ||
+        die "migrate.py failed: see $STACK_DIR/app/migrate.log"
     if alive "$STACK_DIR/app/gunicorn.pid"; then
         # HUP: new workers with the current code, the old ones finish their requests.
         kill -HUP "$(cat "$STACK_DIR/app/gunicorn.pid")"

@@ -61,7 +61,7 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
     services = compose_services()
     dockerfile_users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert dockerfile_users and dockerfile_users[-1].split(":")[0] not in ("root", "0")
-    for name in ("app", "worker"):  # the Dockerfile's user
+    for name in ("app", "worker", "relay", "migrate"):  # the Dockerfile's user
         assert "build" in services[name] and "user" not in services[name]
     assert services["redis"]["user"] == "redis"
     assert "--requirepass" in " ".join(services["redis"]["command"])
@@ -69,6 +69,13 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
     # The postgres image starts as root only to drop to its postgres user.
     assert services["postgres"]["image"].startswith("postgres:")
     assert all("ports" not in service for name, service in services.items() if name != "nginx")
+
+
+def test_app_relay_and_worker_start_after_the_migration():
+    services = compose_services()
+    assert services["migrate"]["command"] == ["python", "migrate.py"]
+    for name in ("app", "relay", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_no_secret_is_committed():
