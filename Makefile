@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test faults logs bench
+.PHONY: up down reset status test faults compose-test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -22,6 +22,9 @@ test:  ## lint, then the suite and the fault drills, each against a throwaway st
 
 faults:  ## only the fault and security drills (tests/reliability), on a throwaway stack
 	scripts/test.sh faults
+
+compose-test:  ## docker-compose.yml for real: engine, stand-in images, up, test_app.sh, down, down -v
+	scripts/compose-test/run.sh
 
 bench:  ## benchmark the cache levels against same-run baselines; writes docs/benchmarks.md
 	WITH_TEST_TOOLS=1 scripts/install-deps.sh

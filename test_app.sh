@@ -159,7 +159,7 @@ call PATCH "/api/orders/$order/" -H 'Content-Type: application/json' --data '{"s
 call GET "/api/orders/user/$account/" "${auth[@]}"
 [ "$status" = 200 ] && body_has "\"id\":\"$order\"" && pass "GET /api/orders/user/$account/ lists it" || fail "list own orders ($status)"
 
-call GET "/api/orders/user/1/" "${auth[@]}"
+call GET "/api/orders/user/$((account + 1))/" "${auth[@]}"
 [ "$status" = 403 ] && pass "another account's orders are 403" || fail "another account's orders ($status)"
 
 call GET "/api/orders/$order/"

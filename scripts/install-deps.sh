@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping what is already there:
 # PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
-# chromium for the tests, wrk for the benchmark) from the OS
-# packages, and a virtualenv in .venv from requirements-dev.txt.
+# chromium for the tests, wrk for the benchmark; with WITH_DOCKER=1 the Docker
+# engine and debootstrap for make compose-test) from the OS packages, and a
+# virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,12 @@ if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
     command -v chromium >/dev/null || packages+=(chromium)
     command -v wrk >/dev/null || packages+=(wrk)
+fi
+if [ "${WITH_DOCKER:-0}" = 1 ]; then
+    command -v docker-compose >/dev/null || packages+=(docker-compose)
+    command -v dockerd >/dev/null || packages+=(docker.io)
+    command -v debootstrap >/dev/null || packages+=(debootstrap)
+    command -v iptables-save >/dev/null || packages+=(iptables)
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then
