@@ -10,16 +10,18 @@ import os
 EXAMPLE_SECRET_KEY = "change-me-in-production"
 
 
+# An empty value is an unset one: docker-compose.yml passes every setting
+# through as `${NAME:-}`, and the defaults below are the only ones.
 def _str(name, default):
-    return os.environ.get(name, default)
+    return os.environ.get(name) or default
 
 
 def _int(name, default):
-    return int(os.environ.get(name, default))
+    return int(os.environ.get(name) or default)
 
 
 def _float(name, default):
-    return float(os.environ.get(name, default))
+    return float(os.environ.get(name) or default)
 
 
 def web_settings():

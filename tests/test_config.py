@@ -71,6 +71,14 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
     assert all("ports" not in service for name, service in services.items() if name != "nginx")
 
 
+def test_compose_passes_every_setting_the_app_reads():
+    """Before, ten settings of .env did nothing in compose: it passed twelve."""
+    read = set(re.findall(r'_(?:str|int|float)\("([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
+    image_sets = {"WEB_BIND"}  # the Dockerfile binds gunicorn to 0.0.0.0:8000 inside its container
+    for name in ("app", "relay", "worker", "migrate"):
+        assert read - image_sets - set(compose_services()[name]["environment"]) == set(), name
+
+
 def test_app_relay_and_worker_start_after_the_migration():
     services = compose_services()
     assert services["migrate"]["command"] == ["python", "migrate.py"]

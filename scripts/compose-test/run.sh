@@ -119,4 +119,27 @@ users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
 ! grep -q kept@example.com <<<"$users"
 for seed in Alice Bob Charlie; do grep -q "\"$seed\"" <<<"$users"; done
 
+log "app scaled to three: nginx sends to each (nginx/follow-app-addresses.sh)"
+compose up -d --no-recreate --scale app=3 >/dev/null 2>&1
+wait_healthy
+sleep 3  # nginx follows the addresses every 2 s
+for n in $(seq 60); do  # each a new URI, past L1; the request id marks it in the app's log
+    api "/users?page_size=1&page=$n" -H "X-Request-ID: spread-$n" >/dev/null
+done
+for id in $(compose ps -q app); do
+    served=$(docker logs "$id" 2>&1 | grep -c '"request_id": "spread-' || true)
+    echo "   container ${id:0:12} served $served of 60"
+    [ "$served" -gt 0 ]
+done
+
+log "app recreated alone and back to one: every read answered again within 10 s"
+compose up -d --no-deps --force-recreate --scale app=1 app >/dev/null 2>&1
+wait_healthy
+answered=0
+deadline=$((SECONDS + 10))
+while [ "$answered" -lt 20 ]; do
+    if api "/users?page_size=1&page=$RANDOM$RANDOM" >/dev/null 2>&1; then answered=$((answered + 1)); else answered=0; fi
+    [ $SECONDS -lt $deadline ] || { echo "reads still failed 10 s after the app was recreated" >&2; exit 1; }
+done
+
 log "compose-test passed"

@@ -1,13 +1,13 @@
 #!/bin/sh
-# The official image's template step: /etc/nginx/templates/X.template becomes
-# /etc/nginx/conf.d/X with the environment's variables filled in (only
-# those defined, so nginx's own $variables stay).
+# As the official image's: before nginx, each executable
+# /docker-entrypoint.d/*.sh in order (20-envsubst-on-templates.sh among them).
 set -eu
-for template in /etc/nginx/templates/*.template; do
-    [ -f "$template" ] || continue
-    defined=$(printf '${%s} ' $(env | cut -d= -f1))
-    output=/etc/nginx/conf.d/$(basename "$template" .template)
-    envsubst "$defined" <"$template" >"$output"
-    echo "$0: $template -> $output"
-done
+if [ "$1" = nginx ]; then
+    for script in $(find /docker-entrypoint.d/ -follow -type f -name '*.sh' | sort -V); do
+        if [ -x "$script" ]; then
+            echo "$0: running $script"
+            "$script"
+        fi
+    done
+fi
 exec "$@"
