@@ -58,16 +58,19 @@ def migrate(url):
                 cur.execute(INIT_SQL.read_text())  # one implicit transaction
                 log.info("migrate: an empty database, given init.sql")
         backend = get_backend(url)
-        migrations = read_migrations(str(MIGRATIONS))
-        if made_by in (None, "init.sql"):
-            backend.mark_migrations(backend.to_apply(migrations))
-        pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
+        try:
+            migrations = read_migrations(str(MIGRATIONS))
+            if made_by in (None, "init.sql"):
+                backend.mark_migrations(backend.to_apply(migrations))
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        finally:
+            backend.connection.close()
         applied = [migration.id for migration in pending]
         log.info("migrate: applied %s", ", ".join(applied) if applied else "nothing (up to date)")
         return applied
     finally:
-        conn.close()
+        conn.close()  # and with it the lock
 
 
 def main():

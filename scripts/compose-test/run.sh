@@ -104,6 +104,15 @@ log "published on loopback only"
 log "test_app.sh through nginx"
 BASE_URL="http://127.0.0.1:$PORT" ./test_app.sh
 
+log "a change made with psql reaches L1 within 2 s (the relay's refresh through nginx's port 8081)"
+id=$(api /users -X POST -H 'Content-Type: application/json' -d '{"name":"Before","email":"l1@example.com"}' |
+    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+api "/users/$id" >/dev/null
+api "/users/$id" -D - -o /dev/null | grep -qi '^X-Cache-Status: HIT'
+compose exec -T postgres sh -c 'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "UPDATE users SET name = '"'"'After'"'"' WHERE id = '"$id"'"'
+sleep 2  # L1 alone would keep "Before" for up to 5 s
+api "/users/$id" | grep -q '"name":"After"'
+
 log "down keeps the data"
 api /users -X POST -H 'Content-Type: application/json' -d '{"name":"Kept","email":"kept@example.com"}' >/dev/null
 compose down >/dev/null 2>&1
