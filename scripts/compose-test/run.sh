@@ -3,8 +3,10 @@
 # Starts dockerd if none answers (and stops only the one it started, putting
 # back iptables and ip_forward), builds the stand-ins where no image exists
 # (README.md here), brings the stack up on a free loopback port, waits for
-# health, runs test_app.sh through nginx, checks that `down` keeps the data
-# and `down -v` resets it, and leaves nothing running.
+# health, runs test_app.sh through nginx, checks that a change made with psql
+# reaches L1 through the relay, that `down` keeps the data and `down -v`
+# resets it, that an app scaled to three gets traffic on each and one
+# recreated alone is answered again, and leaves nothing running.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
