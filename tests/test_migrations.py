@@ -25,7 +25,7 @@ def with_database(url, name):
 
 
 @pytest.fixture
-def new_database(test_database_url):
+def new_database():
     """``new_database(name)``: the URL of an empty database beside the stack's, dropped afterwards."""
     stack_url = os.environ["DATABASE_URL"]
     admin = psycopg2.connect(with_database(stack_url, "postgres"))
