@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test faults compose-test logs bench
+.PHONY: up down reset status test test-app faults compose-test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -20,7 +20,10 @@ logs:  ## follow the app's and nginx's logs
 test:  ## lint, then the suite and the fault drills, each against a throwaway stack
 	scripts/test.sh
 
-faults:  ## only the fault and security drills (tests/reliability), on a throwaway stack
+test-app:  ## the inner loop: tests/app (the app in-process) beside the running make up stack, under a minute
+	scripts/test.sh app $(ARGS)
+
+faults:  ## only the fault and security drills (tests/faults), on a throwaway stack
 	scripts/test.sh faults
 
 compose-test:  ## docker-compose.yml for real: engine, stand-in images, up, test_app.sh, down, down -v

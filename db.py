@@ -16,14 +16,12 @@ import os
 import select
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from flask import current_app, g
 
-INIT_SQL = Path(__file__).with_name("init.sql")
 log = logging.getLogger(__name__)
 
 
@@ -227,13 +225,6 @@ def _committed(conn):
         changes = conn.notices.take()
         for callback in current_app.extensions["db_after_commit"]:
             callback(changes)
-
-
-def init_db():
-    """Apply init.sql (idempotent: the tests re-seed with it). A stack's
-    database gets its schema from migrate.py."""
-    with transaction() as cur:
-        cur.execute(INIT_SQL.read_text())
 
 
 def init_app(app):

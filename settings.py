@@ -45,7 +45,10 @@ def app_settings():
         "SECRET_KEY": _str("SECRET_KEY", ""),
         "LOG_LEVEL": _str("LOG_LEVEL", "INFO"),
         # libpq connection string or URI; a unix-socket host works too.
-        "DATABASE_URL": _str("DATABASE_URL", "postgresql://app@localhost:5432/app"),
+        # The app's role, which may only read and write rows (migrate.py gives it them).
+        "DATABASE_URL": _str("DATABASE_URL", "postgresql://api@localhost:5432/app"),
+        # The schema's owner, as migrate.py connects; empty means DATABASE_URL.
+        "MIGRATE_DATABASE_URL": _str("MIGRATE_DATABASE_URL", ""),
         # One connection per gunicorn thread: a thread never waits for another.
         "DB_POOL_SIZE": _int("DB_POOL_SIZE", web_settings()["threads"]),
         "DB_CONNECT_TIMEOUT": _int("DB_CONNECT_TIMEOUT", 2),

@@ -74,6 +74,12 @@ class TokenSchema(ma.Schema):
     token_type = ma.fields.String(metadata={"example": "bearer"})
 
 
+def access_token(account):
+    """A bearer token for ``account`` (its id and token_version): a new email
+    or password raises the version and refuses every older token."""
+    return create_access_token(identity=str(account["id"]), additional_claims={"ver": account["token_version"]})
+
+
 @functools.cache
 def _decoy_hash():
     """Checked when no account matches, so a wrong email costs as long as a wrong password."""
@@ -126,8 +132,7 @@ class Token(MethodView):
         valid = check_password_hash(account["password_hash"] if account else _decoy_hash(), credentials["password"])
         if not (account and valid):
             abort(401, message="Wrong email or password.", headers=BEARER)
-        token = create_access_token(identity=str(account["id"]), additional_claims={"ver": account["token_version"]})
-        return {"access_token": token, "token_type": "bearer"}, {"Cache-Control": "no-store"}
+        return {"access_token": access_token(account), "token_type": "bearer"}, {"Cache-Control": "no-store"}
 
 
 @blp.route("/me")

@@ -80,7 +80,7 @@ class IncidentStatusArgsSchema(ma.Schema):
 
 def incident_json(row):
     """IncidentSchema's dump, written out: a fifth of marshmallow's cost on a
-    page (tests/test_incidents.py checks that the two agree)."""
+    page (tests/app/test_incidents.py checks that the two agree)."""
     return {
         "incident_id": row["id"],
         "incident_message": row["message"],

@@ -113,7 +113,7 @@ class BenchStack:
         """A database of its own, with rows and without change capture: no
         relay serves it, and the write baseline must not pay for it."""
         self.sql(f'CREATE DATABASE "{name}" OWNER app', autocommit=True)
-        dsn = psycopg2.extensions.make_dsn(self.settings["DATABASE_URL"], dbname=name)
+        dsn = psycopg2.extensions.make_dsn(self.settings["MIGRATE_DATABASE_URL"], dbname=name)
         self.sql((ROOT / "init.sql").read_text(), dsn=dsn)
         self.drop_change_capture(dsn)
         load_rows(self, users, incidents, dsn)
@@ -170,7 +170,8 @@ class BenchStack:
         """ + "".join(f"location /bench/{name}/ {{ proxy_pass http://bench_{name}/; {proxy} }}\n" for name in apps))
 
     def sql(self, statement, params=(), dsn=None, autocommit=False):
-        conn = psycopg2.connect(dsn or self.settings["DATABASE_URL"])
+        # As the schema's owner: the app's role may not create databases.
+        conn = psycopg2.connect(dsn or self.settings["MIGRATE_DATABASE_URL"])
         conn.autocommit = autocommit  # CREATE DATABASE refuses to run in a transaction
         try:
             with conn.cursor() as cur:
@@ -187,7 +188,9 @@ class BenchStack:
         must not weigh on the next one."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            busy = self.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()")
+            # As the superuser: the state of another role's sessions is hidden from the owner.
+            busy = self.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()",
+                            dsn=psycopg2.extensions.make_dsn(self.settings["MIGRATE_DATABASE_URL"], user="postgres"))
             if busy[0][0] == 0:
                 return
             time.sleep(0.2)
@@ -195,7 +198,7 @@ class BenchStack:
     def settle(self, dsn=None):
         """After a bulk load: fresh statistics, and the dirty pages written out
         now (CHECKPOINT, as the cluster's superuser) rather than during a measurement."""
-        conn = psycopg2.connect(dsn or self.settings["DATABASE_URL"], user="postgres")
+        conn = psycopg2.connect(dsn or self.settings["MIGRATE_DATABASE_URL"], user="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE")

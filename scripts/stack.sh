@@ -70,19 +70,31 @@ state_redis_env() {
     echo "CELERY_BROKER_URL='redis+socket://$STATE_REDIS_SOCK?virtual_host=1'"
 }
 
+# The app's role (api) may only read and write rows; the schema's owner (app)
+# runs migrate.py, which gives api its rights. A stack.env written before api
+# existed connected as app: it gets both lines anew.
+database_env() {
+    local pg_sock_dir
+    pg_sock_dir=$(pg_dir)/run
+    echo "DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=api'"
+    echo "MIGRATE_DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'"
+}
+
 write_env() {
     local env=$STACK_DIR/stack.env
     if [ -f "$env" ]; then
         grep -q '^RATE_LIMIT_STORAGE_URL=' "$env" || state_redis_env >>"$env"
+        if ! grep -q '^MIGRATE_DATABASE_URL=' "$env"; then
+            sed -i '/^DATABASE_URL=/d' "$env"
+            database_env >>"$env"
+        fi
         return
     fi
-    local pg_sock_dir
-    pg_sock_dir=$(pg_dir)/run
     # Sourced by the shell: values are single-quoted. Only the owner may read the secret.
     (umask 077 && cat >"$env") <<ENV
 APP_ENV='development'
 SECRET_KEY='$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')'
-DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'
+$(database_env)
 REDIS_URL='unix://$REDIS_SOCK?db=0'
 WEB_BIND='unix:$APP_SOCK'
 $(state_redis_env)
@@ -110,8 +122,11 @@ start_postgres() {
         log "postgres: started"
     fi
     local psql=("$PG_BIN/psql" -h "$dir/run" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    # The schema's owner: creates the app's role (migrate.py) and the tests' databases.
     if [ -z "$(as_pg "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'app'")" ]; then
-        as_pg "${psql[@]}" -c "CREATE ROLE app LOGIN CREATEDB"
+        as_pg "${psql[@]}" -c "CREATE ROLE app LOGIN CREATEDB CREATEROLE"
+    else
+        as_pg "${psql[@]}" -c "ALTER ROLE app CREATEDB CREATEROLE"
     fi
     if [ -z "$(as_pg "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'app'")" ]; then
         as_pg "${psql[@]}" -c "CREATE DATABASE app OWNER app"

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # `make test`: lint the container files, then two throwaway stacks on free
 # ports: the suite (pytest, test_app.sh, schemathesis, bench --quick) on the
-# first, the fault and security drills (tests/reliability) on the second.
+# first, the fault and security drills (tests/faults) on the second.
 # `make faults` (scripts/test.sh faults) runs the drills alone. A stack started
-# by `make up` is never touched. Exits non-zero on any failure; extra
-# arguments go to the suite's pytest.
+# by `make up` is never touched, except by `make test-app` (scripts/test.sh
+# app), the inner loop: tests/app against it, in a database and a Redis db of
+# their own. Exits non-zero on any failure; extra arguments go to the suite's
+# pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHAT=all
-if [ "${1:-}" = faults ]; then WHAT=faults; shift; fi
+case "${1:-}" in faults | app) WHAT=$1; shift ;; esac
+
+if [ "$WHAT" = app ]; then
+    [ -x .venv/bin/pytest ] || WITH_TEST_TOOLS=1 scripts/install-deps.sh
+    env=${STACK_DIR:-.stack}/stack.env
+    [ -f "$env" ] && scripts/stack.sh status | grep -q '^postgres: running' ||
+        { echo "test-app runs beside a running stack: make up first" >&2; exit 2; }
+    set -a
+    # shellcheck disable=SC1090
+    . "$env"
+    set +a
+    exec .venv/bin/pytest tests/app -p no:cacheprovider "$@"
+fi
 
 WITH_TEST_TOOLS=1 scripts/install-deps.sh
 
@@ -61,13 +75,13 @@ if [ "$WHAT" = all ]; then
 
     # Every request of the run comes from 127.0.0.1: the production limits
     # would throttle the suite itself. The limits are tested with their own
-    # settings in tests/test_orders.py and in the drills (test_security.py).
+    # settings in tests/app/test_orders.py and in the drills (test_security.py).
     export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
     export RATE_LIMIT_PAST_L1=1000r/s
     start_stack
 
     echo "== pytest"
-    .venv/bin/pytest --ignore=tests/reliability -r fE "$@" | tee "$STACK_DIR/pytest.txt"
+    .venv/bin/pytest tests/app tests/stack -r fE "$@" | tee "$STACK_DIR/pytest.txt"
     echo "== test_app.sh"
     ./test_app.sh
     echo "== schemathesis: every operation of /openapi.json, through nginx"
@@ -92,6 +106,6 @@ fi
 export RATE_LIMIT_AUTH="20 per minute" RATE_LIMIT_ORDERS="600 per minute"
 export RATE_LIMIT_PAST_L1=1000r/s
 start_stack
-echo "== fault and security drills (tests/reliability)"
-.venv/bin/pytest tests/reliability -p no:cacheprovider -r fE | tee "$STACK_DIR/pytest.txt"
+echo "== fault and security drills (tests/faults)"
+.venv/bin/pytest tests/faults -p no:cacheprovider -r fE | tee "$STACK_DIR/pytest.txt"
 echo "== all checks passed"

@@ -4,9 +4,11 @@
 # back iptables and ip_forward), builds the stand-ins where no image exists
 # (README.md here), brings the stack up on a free loopback port, waits for
 # health, runs test_app.sh through nginx, checks that a change made with psql
-# reaches L1 through the relay, that `down` keeps the data and `down -v`
-# resets it, that an app scaled to three gets traffic on each and one
-# recreated alone is answered again, and leaves nothing running.
+# reaches L1 through the relay, that the app's processes connect with a role
+# that may not change the schema, that `down` keeps the data and `down -v`
+# resets it, that a volume of the release before migrations is upgraded in
+# place, that an app scaled to three gets traffic on each and one recreated
+# alone is answered again, and leaves nothing running.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -94,6 +96,7 @@ secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 cat >"$WORK/env" <<ENV
 SECRET_KEY=$(secret)$(secret)
 POSTGRES_PASSWORD=$(secret)
+APP_DB_PASSWORD=$(secret)
 REDIS_PASSWORD=$(secret)
 PORT=$PORT
 ENV
@@ -106,12 +109,18 @@ log "published on loopback only"
 log "test_app.sh through nginx"
 BASE_URL="http://127.0.0.1:$PORT" ./test_app.sh
 
+log "the app, relay and worker connect as api, which may not change the schema"
+sql() { compose exec -T postgres sh -c 'psql -qAt -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"' sh "$@"; }
+[ "$(sql -c "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity WHERE application_name IN ('api', 'cache-relay')")" = api ]
+! compose exec -T app python -c 'import os, psycopg2; psycopg2.connect(os.environ["DATABASE_URL"]).cursor().execute("CREATE TABLE loot (x int)")' 2>"$WORK/refused.txt"
+grep -q InsufficientPrivilege "$WORK/refused.txt"
+
 log "a change made with psql reaches L1 within 2 s (the relay's refresh through nginx's port 8081)"
 id=$(api /users -X POST -H 'Content-Type: application/json' -d '{"name":"Before","email":"l1@example.com"}' |
     .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 api "/users/$id" >/dev/null
 api "/users/$id" -D - -o /dev/null | grep -qi '^X-Cache-Status: HIT'
-compose exec -T postgres sh -c 'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "UPDATE users SET name = '"'"'After'"'"' WHERE id = '"$id"'"'
+sql -c "UPDATE users SET name = 'After' WHERE id = $id"
 sleep 2  # L1 alone would keep "Before" for up to 5 s
 api "/users/$id" | grep -q '"name":"After"'
 
@@ -128,6 +137,22 @@ compose up -d >/dev/null 2>&1
 wait_healthy
 users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
 ! grep -q kept@example.com <<<"$users"
+for seed in Alice Bob Charlie; do grep -q "\"$seed\"" <<<"$users"; done
+
+log "a volume of the release before migrations is upgraded by compose up, every row kept"
+compose down -v >/dev/null 2>&1
+compose up -d postgres >/dev/null 2>&1
+wait_healthy
+sql <tests/fixtures/init-before-migrations.sql >/dev/null
+# That release kept an account as a user with a password hash.
+hash=$(.venv/bin/python -c 'from werkzeug.security import generate_password_hash; print(generate_password_hash("an old password"))')
+sql -v hash="$hash" <<<"INSERT INTO users (name, email, password_hash) VALUES ('Old', 'old@example.com', :'hash')"
+compose up -d >/dev/null 2>&1
+wait_healthy
+[ "$(sql -c "SELECT string_agg(migration_id, ',') FROM _yoyo_migration")" = 0001.accounts-apart ]
+api /api/user/token/ --data-urlencode username=old@example.com --data-urlencode 'password=an old password' | grep -q access_token
+users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
+! grep -q old@example.com <<<"$users"
 for seed in Alice Bob Charlie; do grep -q "\"$seed\"" <<<"$users"; done
 
 log "app scaled to three: nginx sends to each (nginx/follow-app-addresses.sh)"

@@ -8,7 +8,7 @@ import jwt as pyjwt
 import pytest
 
 from tests.helpers import assert_error
-from tests.test_orders import ORDER, bearer, place, register, token_for
+from tests.app.test_orders import ORDER, bearer, place, register, token_for
 
 ME = "/api/user/me"
 

@@ -6,28 +6,23 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 
 from migrate import migrate
+from tests.conftest import with_database
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The schema and seed rows of the last release before migrations (init.sql at fd008d1).
 BEFORE_MIGRATIONS = ROOT / "tests" / "fixtures" / "init-before-migrations.sql"
 
 
-def with_database(url, name):
-    """``url`` (a URI, as DATABASE_URL is) naming database ``name`` instead."""
-    parts = urlsplit(url)  # urlunsplit would drop the // of an empty host
-    return f"{parts.scheme}://{parts.netloc}/{name}" + (f"?{parts.query}" if parts.query else "")
-
-
 @pytest.fixture
 def new_database():
-    """``new_database(name)``: the URL of an empty database beside the stack's, dropped afterwards."""
-    stack_url = os.environ["DATABASE_URL"]
+    """``new_database(name)``: the URL of an empty database beside the stack's,
+    as its owner, dropped afterwards."""
+    stack_url = os.environ["MIGRATE_DATABASE_URL"]
     admin = psycopg2.connect(with_database(stack_url, "postgres"))
     admin.autocommit = True
     made = []
@@ -94,10 +89,37 @@ def test_a_database_from_before_migrations_reaches_init_sqls_schema_with_every_r
 
 def test_migrations_started_at_once_take_turns(new_database):
     url = new_database("api_upgrade_race")
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, "MIGRATE_DATABASE_URL": url, "DATABASE_URL": with_database(os.environ["DATABASE_URL"], "api_upgrade_race")}
     runs = [subprocess.Popen([sys.executable, "migrate.py"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
             for _ in range(3)]
     outcomes = [(run.wait(timeout=60), run.stderr.read()) for run in runs]
     assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     assert sum("an empty database, given init.sql" in err for _, err in outcomes) == 1, outcomes
     assert run_sql(url, "SELECT count(*) FROM _yoyo_migration")[0][0] == len(list((ROOT / "migrations").glob("*.sql")))
+
+
+def test_the_apps_role_reads_and_writes_rows_and_nothing_else(new_database):
+    """What an SQL injection through the app could do at most: the app's role
+    (DATABASE_URL's) gets rows, never the schema, the migrations' records or
+    another database."""
+    owner = new_database("api_roles")
+    app = with_database(os.environ["DATABASE_URL"], "api_roles")
+    migrate(owner, app)
+
+    as_app = psycopg2.connect(app)
+    as_app.autocommit = True
+    with as_app.cursor() as cur:
+        cur.execute("INSERT INTO users (name, email) VALUES ('Eve', 'eve@example.com') RETURNING id")
+        cur.execute("UPDATE users SET name = 'Eve 2' WHERE email = 'eve@example.com'")
+        cur.execute("DELETE FROM users WHERE email = 'eve@example.com'")
+        cur.execute("SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False,)
+        for statement in ("CREATE TABLE loot (x int)", "CREATE TEMP TABLE loot (x int)", "DROP TABLE users",
+                          "ALTER TABLE users ADD COLUMN x int", "TRUNCATE users", "DROP TRIGGER users_noted_insert ON users",
+                          "CREATE FUNCTION f() RETURNS int AS 'SELECT 1' LANGUAGE sql",
+                          "SELECT * FROM _yoyo_migration", "DELETE FROM _yoyo_migration",
+                          "SELECT setval(pg_get_serial_sequence('users', 'id'), 1)"):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(statement)
+    as_app.close()
+    assert migrate(owner, app) == []  # again: nothing to apply, the grants unchanged

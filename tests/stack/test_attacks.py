@@ -137,7 +137,7 @@ def test_anonymous_writes_to_users_never_reach_an_account(send):
     # The attack writes /users/<the account's id>. Ids are each table's own,
     # so the account's is moved past every public user's (in the stack's
     # database): the attack must find no one, and no seeded user is touched.
-    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    conn = psycopg2.connect(os.environ["MIGRATE_DATABASE_URL"])  # setval: the owner's
     with conn, conn.cursor() as cur:
         cur.execute("SELECT setval(pg_get_serial_sequence('accounts', 'id'), greatest("
                     "nextval(pg_get_serial_sequence('users', 'id')), nextval(pg_get_serial_sequence('accounts', 'id'))) + 100)")
@@ -206,3 +206,24 @@ def test_the_largest_valid_bodies_are_taken(send):
     assert len(order) > 120 * 1024
     placed = send("POST", "/api/orders/", order, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     assert placed.status == 201, placed
+
+
+def test_the_stacks_processes_hold_a_role_that_only_reads_and_writes_rows(send):
+    """An SQL injection or a process taken over gets rows, not the schema."""
+    assert send("GET", "/users/1", headers={"Cache-Control": "no-cache"}).status == 200  # the app has connected
+    owner = psycopg2.connect(os.environ["MIGRATE_DATABASE_URL"])
+    with owner, owner.cursor() as cur:
+        cur.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name IN ('api', 'cache-relay')")
+        roles = [name for (name,) in cur.fetchall()]
+        cur.execute("SELECT current_user")
+        assert roles and cur.fetchone()[0] not in roles
+        cur.execute("SELECT bool_or(rolsuper OR rolcreatedb OR rolcreaterole) FROM pg_roles WHERE rolname = ANY(%s)", (roles,))
+        assert cur.fetchone() == (False,)
+        cur.execute("SELECT count(*) FROM pg_class WHERE relowner IN (SELECT oid FROM pg_roles WHERE rolname = ANY(%s))",
+                    (roles,))
+        assert cur.fetchone() == (0,)  # owns nothing: may alter nothing
+    owner.close()
+    app = psycopg2.connect(os.environ["DATABASE_URL"])
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege), app, app.cursor() as cur:
+        cur.execute("CREATE TABLE loot (x int)")
+    app.close()

@@ -1,5 +1,6 @@
 """Accounts, tokens and orders: who may see and change what, and what the worker does."""
 
+import functools
 import json
 import os
 import subprocess
@@ -12,13 +13,15 @@ from pathlib import Path
 import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token
+from werkzeug.security import generate_password_hash
 
 import db
 import tasks
-from tests.conftest import wait_applied
+from blueprints.accounts import access_token
+from tests.app.conftest import wait_applied
 from tests.helpers import assert_error, eventually
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ORDER = {"items": [{"name": "Widget", "quantity": 2, "price": 9.99}, {"name": "Gadget", "quantity": 1, "price": 5}],
          "total_price": 24.98}
 
@@ -40,17 +43,32 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-def account(client):
-    """A registered account: its id, email and headers with a fresh token."""
-    created = register(client)
-    return {**created, "headers": bearer(token_for(client, created["email"]))}
+@functools.cache
+def password_hash(password):
+    return generate_password_hash(password)
+
+
+def new_account(app, password="correct horse"):
+    """An account as register and the token endpoint would make it, written
+    directly: each scrypt costs 0.15 s, which only the tests of those two
+    endpoints need to pay."""
+    email = f"user-{uuid.uuid4().hex[:8]}@example.com"
+    with app.app_context():
+        created = db.write_one(
+            "INSERT INTO accounts (name, email, password_hash) VALUES (%s, %s, %s) RETURNING id, email, token_version",
+            (email.split("@")[0], email, password_hash(password)))
+        return {"id": created["id"], "email": email, "headers": bearer(access_token(created))}
 
 
 @pytest.fixture
-def other_account(client):
-    created = register(client)
-    return {**created, "headers": bearer(token_for(client, created["email"]))}
+def account(app):
+    """An account: its id, email and headers with a fresh token."""
+    return new_account(app)
+
+
+@pytest.fixture
+def other_account(app):
+    return new_account(app)
 
 
 def place(client, account, order=ORDER):

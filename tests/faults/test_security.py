@@ -13,10 +13,10 @@ import uuid
 import pytest
 
 from responses import L1_FRESH_SECONDS, L1_REFRESH_SECONDS
-from tests.reliability.conftest import ROOT
-from tests.reliability.load import FRESH, Client
+from tests.faults.conftest import ROOT
+from tests.faults.load import FRESH, Client
 from tests.helpers import eventually
-from tests.test_coherence import L1_ITEM_BOUND
+from tests.stack.test_coherence import L1_ITEM_BOUND
 
 LOGS = ("app/app.log", "worker/worker.log", "nginx/access.log", "nginx/error.log")
 

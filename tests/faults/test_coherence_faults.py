@@ -15,7 +15,7 @@ import redis
 from cache import CAUGHT_UP_SECONDS
 from responses import L1_FRESH_SECONDS, L1_IF_ERROR_SECONDS, L1_REFRESH_SECONDS
 from tests.coherence import Checker
-from tests.conftest import Link
+from tests.servers import Link
 
 L1_BOUND = L1_FRESH_SECONDS + L1_REFRESH_SECONDS + 1
 

@@ -10,7 +10,7 @@ import redis
 
 from blueprints import users
 from cache import CAUGHT_UP_SECONDS
-from tests.conftest import wait_applied, wait_caught_up
+from tests.app.conftest import wait_applied, wait_caught_up
 from tests.helpers import eventually
 
 

@@ -1,6 +1,6 @@
 """The staleness bounds of both cache levels, measured by the coherence
 checker (tests/coherence.py) on the running stack: a short run here, the
-same under faults in tests/reliability/test_coherence_faults.py."""
+same under faults in tests/faults/test_coherence_faults.py."""
 
 import os
 

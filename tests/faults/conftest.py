@@ -17,11 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {}  # scenario -> its figures, printed at the end of the run
 
 
-@pytest.fixture(autouse=True)
-def clean_state():
-    """The drills run on the stack's own data; nothing is truncated."""
-
-
 @pytest.fixture(scope="session")
 def stack():
     if not os.environ.get("STACK_DIR") or not os.environ.get("BASE_URL"):
@@ -81,7 +76,8 @@ class Stack:
             return log.read().decode(errors="replace")
 
     def db(self):
-        conn = psycopg2.connect(os.environ["DATABASE_URL"])
+        """The database as an operator's psql reaches it: as the schema's owner."""
+        conn = psycopg2.connect(os.environ["MIGRATE_DATABASE_URL"])
         conn.autocommit = True
         return conn
 

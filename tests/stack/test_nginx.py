@@ -10,7 +10,7 @@ import pytest
 import settings
 from tests.helpers import eventually
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stored(send, path):

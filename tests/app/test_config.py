@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import db
 from app import create_app
+from migrate import INIT_SQL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def documented():
@@ -33,10 +33,10 @@ def test_production_refuses_a_missing_or_example_secret(secret):
         create_app({"APP_ENV": "production", "SECRET_KEY": secret})
 
 
-def test_init_sql_can_run_again_without_side_effects(app, client):
-    with app.app_context():
-        db.init_db()
-        db.init_db()
+def test_init_sql_can_run_again_without_side_effects(owner_connection, client):
+    for _ in range(2):
+        with owner_connection, owner_connection.cursor() as cur:
+            cur.execute(INIT_SQL.read_text())
     assert [u["name"] for u in client.get("/users").get_json()] == ["Alice", "Bob", "Charlie"]
     created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
     assert created.get_json()["id"] == 4
@@ -75,8 +75,23 @@ def test_compose_passes_every_setting_the_app_reads():
     """Before, ten settings of .env did nothing in compose: it passed twelve."""
     read = set(re.findall(r'_(?:str|int|float)\("([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
     image_sets = {"WEB_BIND"}  # the Dockerfile binds gunicorn to 0.0.0.0:8000 inside its container
-    for name in ("app", "relay", "worker", "migrate"):
-        assert read - image_sets - set(compose_services()[name]["environment"]) == set(), name
+    migrate_only = {"MIGRATE_DATABASE_URL"}
+    services = compose_services()
+    assert read - image_sets - set(services["migrate"]["environment"]) == set()
+    for name in ("app", "relay", "worker"):
+        assert read - image_sets - migrate_only - set(services[name]["environment"]) == set(), name
+
+
+def test_only_the_migration_holds_the_schema_owners_password():
+    """The app, relay and worker connect as a role with rows only; a process
+    of theirs taken over cannot read the owner's password from its environment."""
+    services = compose_services()
+    owners = re.search(r"^POSTGRES_PASSWORD=(.+)$", (ROOT / ".env.example").read_text(), re.MULTILINE).group(1)
+    assert owners in services["migrate"]["environment"]["MIGRATE_DATABASE_URL"]
+    for name in ("app", "relay", "worker", "nginx"):
+        environment = services[name].get("environment", {})
+        assert "MIGRATE_DATABASE_URL" not in environment, name
+        assert not any(owners in str(value) for value in environment.values()), name
 
 
 def test_app_relay_and_worker_start_after_the_migration():
@@ -90,6 +105,6 @@ def test_no_secret_is_committed():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert ".env" not in tracked
     example = (ROOT / ".env.example").read_text()
-    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD"):
         value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
         assert value == "" or "change" in value.lower() or "example" in value.lower(), name

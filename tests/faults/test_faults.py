@@ -13,8 +13,8 @@ import pytest
 
 from blueprints.users import USERS
 from responses import L1_FRESH_SECONDS, L1_IF_ERROR_SECONDS, L1_REFRESH_SECONDS
-from tests.reliability.conftest import wait_until
-from tests.reliability.load import FRESH, Client, Load, lost_writes, stale_l2_entries
+from tests.faults.conftest import wait_until
+from tests.faults.load import FRESH, Client, Load, lost_writes, stale_l2_entries
 
 OUTAGE_SECONDS = 10
 
