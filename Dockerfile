@@ -5,6 +5,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     WEB_BIND=0.0.0.0:8000
+# Metrics on the compose network only (never published): app, relay and
+# worker each in containers of their own (metrics.py).
+ENV APP_METRICS_BIND=0.0.0.0:9101 \
+    RELAY_METRICS_BIND=0.0.0.0:9102 \
+    WORKER_METRICS_BIND=0.0.0.0:9103
 
 WORKDIR /app
 COPY requirements.txt .
@@ -17,6 +22,6 @@ COPY --chown=root:root migrations/ migrations/
 COPY --chown=root:root blueprints/ blueprints/
 
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9101 9102 9103
 # Exec form: gunicorn is PID 1 and receives the stop signal itself.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]

@@ -50,6 +50,7 @@ import redis
 from flask import current_app
 
 import db
+import metrics
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ class _Backend:
         self.client.set(CAUGHT_UP, b"1", px=max(1, int(seconds * 1000)))
 
     def failed(self, action, error):
+        metrics.REDIS_ERRORS.labels(action).inc()
         if self.readable():
             log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
         self.down_until = time.monotonic() + self.retry_after
@@ -298,9 +300,16 @@ class Cache:
         """The raw Redis client (for health checks)."""
         return self.backend().client
 
-    def _cache_aside(self, lookup, load, store):
-        """``lookup(backend)`` gives (cached value or None, token), or None when
-        L2 may not be read; ``store(backend, token, value)`` keeps a loaded value."""
+    def _cache_aside(self, resource, lookup, load, store):
+        """(value, L2 status) of one read of ``resource``, counted in
+        api_l2_reads_total. ``lookup(backend)`` gives (cached value or None,
+        token), or None when L2 may not be read; ``store(backend, token,
+        value)`` keeps a loaded value."""
+        value, status = self._read_through(lookup, load, store)
+        metrics.L2_READS.labels(resource.ns, status.lower()).inc()
+        return value, status
+
+    def _read_through(self, lookup, load, store):
         backend = self.backend()
         if not backend.enabled:
             return load(), OFF
@@ -326,6 +335,7 @@ class Cache:
         """
         keys = resource.item_keys(item_id)
         return self._cache_aside(
+            resource,
             lambda backend: backend.lookup_item(keys, l1_mark),
             lambda: resource.load(item_id),
             lambda backend, version, value: backend.store_item(keys, version, value),
@@ -334,6 +344,7 @@ class Cache:
     def listing(self, resource, query, load):
         """(value, L2 status) of one list query of ``resource``; ``load()`` returns str."""
         return self._cache_aside(
+            resource,
             lambda backend: backend.lookup_list(resource, query),
             load,
             lambda backend, gen, value: backend.store_list(resource, query, gen, value),
@@ -357,6 +368,8 @@ class Cache:
         items, lists = self._targets(changes)
         if (items or lists) and self.backend().enabled:
             self.backend().invalidate(items, lists)
+            for resource in [resource for resource, _ in items] + list(lists):
+                metrics.L2_INVALIDATIONS.labels(resource.ns).inc()
         return items
 
     def apply_quietly(self, changes):

@@ -15,12 +15,15 @@ import logging
 import os
 import select
 import threading
+import time
 from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from flask import current_app, g
+
+import metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,12 @@ class ConnectionPool:
         self._connect_kwargs = connect_kwargs
 
     def acquire(self, timeout):
+        waited = time.perf_counter()
         if not self._slots.acquire(timeout=timeout):
+            metrics.POOL_TIMEOUTS.inc()
             raise PoolTimeout()
+        metrics.POOL_WAIT.observe(time.perf_counter() - waited)
+        metrics.POOL_IN_USE.inc()
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -86,6 +93,7 @@ class ConnectionPool:
             conn.notices = ChangeReports()
             return conn
         except BaseException:
+            metrics.POOL_IN_USE.dec()
             self._slots.release()
             raise
 
@@ -101,6 +109,7 @@ class ConnectionPool:
                 with self._lock:
                     self._idle.append(conn)
         finally:
+            metrics.POOL_IN_USE.dec()
             self._slots.release()
 
     def discard_idle(self):

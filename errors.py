@@ -17,6 +17,7 @@ from flask_smorest import abort
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import MethodNotAllowed
 
+import metrics
 from db import PoolTimeout
 from responses import error_body, json_response
 
@@ -121,15 +122,20 @@ def error_response(code, message, headers=None):
 
 def handle_database_error(error):
     if isinstance(error, psycopg2.errors.UniqueViolation):
+        metrics.POSTGRES_ERRORS.labels("conflict").inc()
         constraint = error.diag.constraint_name
         return error_response(409, CONFLICT_MESSAGES.get(constraint, "This record already exists."))
     if isinstance(error, psycopg2.errors.ForeignKeyViolation):
+        metrics.POSTGRES_ERRORS.labels("conflict").inc()
         return error_response(409, "The record refers to, or is referred to by, another record.")
     if isinstance(error, psycopg2.DataError):
+        metrics.POSTGRES_ERRORS.labels("data").inc()
         return error_response(422, "A value is out of range or malformed.")
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        metrics.POSTGRES_ERRORS.labels("unavailable").inc()
         log.error("database unavailable: %s", error)
         return error_response(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})
+    metrics.POSTGRES_ERRORS.labels("other").inc()
     log.exception("database error")
     return error_response(500, "Internal server error.")
 

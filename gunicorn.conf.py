@@ -7,6 +7,7 @@ from gunicorn import util
 import settings
 
 _web = settings.web_settings()
+_metrics_dir = settings.metrics_settings()["multiproc_dir"]
 # The master must not keep the app's own modules: workers import them fresh,
 # so a graceful reload (HUP) runs the current code and settings.
 del sys.modules["settings"]
@@ -47,6 +48,22 @@ def _json_error(sock, status_int, reason, mesg):
 
 
 util.write_error = _json_error  # the one writer of gunicorn's error pages (gunicorn/workers/base.py)
+
+
+def when_ready(server):
+    """The app's metrics, summed over its workers, served by the master (metrics_server.py)."""
+    import metrics_server  # noqa: PLC0415
+
+    metrics_server.serve("app_bind")
+    for name in ("metrics_server", "settings"):  # the workers import the current code, as above
+        sys.modules.pop(name, None)
+
+
+def child_exit(server, worker):
+    if _metrics_dir:
+        from prometheus_client import multiprocess  # noqa: PLC0415
+
+        multiprocess.mark_process_dead(worker.pid)  # its live gauges (connections in use) with it
 
 
 def post_fork(server, worker):

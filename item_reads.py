@@ -104,12 +104,13 @@ class ItemReads:
     def _item_read(self, environ):
         """(resource, id, missing) if the path is a declared item route."""
         try:
-            endpoint, args = self.routes.match(environ["PATH_INFO"], method="GET")
+            rule, args = self.routes.match(environ["PATH_INFO"], method="GET", return_rule=True)
         except HTTPException:  # no such route (or a redirect): Flask answers
             return None
-        item = self.items.get(endpoint)
+        item = self.items.get(rule.endpoint)
         if item is None:
             return None
+        environ["api.route"] = rule.rule  # for the request's metrics (request_log.py)
         resource, missing, id_arg = item
         return resource, args[id_arg], missing
 

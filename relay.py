@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import psycopg2
 import redis
 
+import metrics
+import metrics_server
 from cache import CAUGHT_UP_SECONDS, cache
 from item_reads import REFRESH_HEADER, canonical_uri, refresh_token
 
@@ -129,6 +131,7 @@ class Relay:
             (BATCH,),
         )
         rows = cur.fetchall()
+        metrics.RELAY_BACKLOG.set(len(rows))
         if rows:
             changes = {}
             for _, table, key, _ in rows:
@@ -146,6 +149,8 @@ class Relay:
         return last
 
     def _note(self, count, lag):
+        metrics.RELAY_APPLIED.inc(count)
+        metrics.RELAY_LAG.observe(lag)
         self._applied += count
         self._worst_lag = max(self._worst_lag, lag)
         elapsed = time.monotonic() - self._reported
@@ -292,6 +297,7 @@ def main():
 
     if args.check:
         return 0 if check(app) else 1
+    metrics_server.serve("relay_bind")
     relay = Relay(app)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop())
     signal.signal(signal.SIGINT, lambda *_: relay.stop())

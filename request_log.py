@@ -1,4 +1,4 @@
-"""Logs as JSON lines on stdout, and one line per request.
+"""Logs as JSON lines on stdout, and one line and one sample per request.
 
 nginx sets ``X-Request-ID`` (keeping a client's own id) and returns it to the
 client, so one id ties the client, the nginx access log and this line together.
@@ -6,9 +6,13 @@ client, so one id ties the client, the nginx access log and this line together.
 
 import json
 import logging
+import re
 import sys
 import time
 
+from flask import request
+
+import metrics
 
 log = logging.getLogger("api.request")
 _clock = [0, ""]  # the second last formatted, and its text: one strftime a second
@@ -30,6 +34,8 @@ def _json_line(level, logger, message, **fields):
 class JSONFormatter(logging.Formatter):
     def format(self, record):
         fields = {"exception": self.formatException(record.exc_info)} if record.exc_info else {}
+        if getattr(record, "request_id", None):  # a task's, from the request that queued it (worker.py)
+            fields["request_id"] = record.request_id
         return _json_line(record.levelname, record.name, record.getMessage(), **fields)
 
 
@@ -41,8 +47,29 @@ def configure_logging(level):
     root.setLevel(level)
 
 
+_labels = {}  # rule text -> its label, computed once
+# Methods as labels; any other a client invents counts as one, "OTHER".
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def route_label(rule):
+    """A route's template as a metric label: "/users/<int:user_id>" (without
+    its converters' arguments). A bounded label, unlike the path."""
+    label = _labels.get(rule)
+    if label is None:
+        label = _labels[rule] = re.sub(r"<(\w+)\([^)]*\):", r"<\1:", rule)
+    return label
+
+
+def _note_route():
+    """Flask's part: the rule it matched, for the request's sample (the item
+    reads' fast path notes its own, item_reads.py)."""
+    request.environ["api.route"] = request.url_rule.rule if request.url_rule else "unmatched"
+
+
 class RequestLog:
-    """WSGI middleware: one JSON line per request, in the shape of every other line.
+    """WSGI middleware: one JSON line per request, in the shape of every other
+    line, and its sample in api_request_duration_seconds (metrics.py).
 
     A middleware rather than Flask hooks and the logging machinery: those cost
     a fifth of a cached GET (LogRecord, handler lock, context-local lookups).
@@ -61,8 +88,12 @@ class RequestLog:
             return start_response(status, headers, exc_info)
 
         body = self.wsgi_app(environ, capture_status)
+        seconds, status = time.perf_counter() - started, statuses[-1][:3] if statuses else "500"
+        method = environ.get("REQUEST_METHOD")
+        route = route_label(environ.get("api.route", "unmatched"))
+        metrics.REQUESTS.labels(method if method in _METHODS else "OTHER", route, status).observe(seconds)
         if log.isEnabledFor(logging.INFO):
-            self._write(environ, int(statuses[-1][:3]) if statuses else 500, time.perf_counter() - started)
+            self._write(environ, int(status), seconds)
         return body
 
     @staticmethod
@@ -86,4 +117,6 @@ class RequestLog:
 
 
 def init_app(app):
+    # First of the hooks: a request another one refuses (a 429) has its route too.
+    app.before_request_funcs.setdefault(None, []).insert(0, _note_route)
     app.wsgi_app = RequestLog(app.wsgi_app)

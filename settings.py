@@ -37,6 +37,19 @@ def web_settings():
     }
 
 
+def metrics_settings():
+    """Where each part serves its Prometheus metrics (metrics.py): host:port,
+    never nginx's public port; empty serves none."""
+    return {
+        "enabled": _str("METRICS_ENABLED", "true").lower() in ("1", "true", "yes"),
+        "app_bind": _str("APP_METRICS_BIND", "127.0.0.1:9101"),
+        "relay_bind": _str("RELAY_METRICS_BIND", "127.0.0.1:9102"),
+        "worker_bind": _str("WORKER_METRICS_BIND", "127.0.0.1:9103"),
+        # prometheus-client reads it too, itself: where each process of a part writes its samples.
+        "multiproc_dir": _str("PROMETHEUS_MULTIPROC_DIR", ""),
+    }
+
+
 def app_settings():
     """The Flask config keys the application reads, from the environment."""
     return {

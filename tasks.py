@@ -5,9 +5,10 @@ Tasks themselves live with their domain (e.g. blueprints/orders.py).
 """
 
 import logging
+import time
 
 from celery import Celery, Task
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,16 @@ def init_app(app):
 
 
 def send(name, *args):
-    """Queue a task by name; False (logged) when the broker cannot take it now."""
+    """Queue a task by name; False (logged) when the broker cannot take it now.
+
+    The message carries when it was queued (the worker's queue-wait metric)
+    and the id of the request that queued it, which every log line of the
+    task repeats (worker.py)."""
+    headers = {"queued_at": time.time()}
+    if has_request_context() and request.headers.get("X-Request-ID"):
+        headers["request_id"] = request.headers["X-Request-ID"]
     try:
-        current_app.extensions["celery"].send_task(name, args=args, queue=ORDERS_QUEUE)
+        current_app.extensions["celery"].send_task(name, args=args, queue=ORDERS_QUEUE, headers=headers)
         return True
     except Exception as error:  # kombu raises several unrelated types for a lost broker
         log.error("could not queue %s%r: %s", name, args, error)

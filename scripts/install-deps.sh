@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, skipping what is already there:
 # PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
-# chromium for the tests, wrk for the benchmark; with WITH_DOCKER=1 the Docker
+# chromium for the tests, wrk for the benchmark; with MONITORING=1 or
+# WITH_TEST_TOOLS=1, Prometheus and mtail; with WITH_DOCKER=1 the Docker
 # engine and debootstrap for make compose-test) from the OS packages, and a
 # virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
@@ -16,6 +17,10 @@ if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
     command -v chromium >/dev/null || packages+=(chromium)
     command -v wrk >/dev/null || packages+=(wrk)
+fi
+if [ "${MONITORING:-0}" = 1 ] || [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
+    command -v prometheus >/dev/null || packages+=(prometheus)
+    command -v mtail >/dev/null || packages+=(mtail)
 fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)

@@ -80,10 +80,24 @@ database_env() {
     echo "MIGRATE_DATABASE_URL='postgresql:///app?host=$pg_sock_dir&user=app'"
 }
 
+# Where the app, relay and worker serve their Prometheus metrics
+# (metrics_server.py), mtail L1's, and Prometheus itself (MONITORING=1):
+# loopback ports free when the stack was made, so that stacks side by side
+# (make up's, make test's) never collide. Added to an older stack.env.
+MONITORING_BINDS="APP_METRICS_BIND RELAY_METRICS_BIND WORKER_METRICS_BIND L1_METRICS_BIND PROMETHEUS_BIND"
+metrics_env() {  # metrics_env ENV-FILE: the lines it lacks
+    local name
+    for name in $MONITORING_BINDS; do
+        grep -q "^$name=" "$1" 2>/dev/null ||
+            echo "$name='127.0.0.1:$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')'"
+    done
+}
+
 write_env() {
     local env=$STACK_DIR/stack.env
     if [ -f "$env" ]; then
         grep -q '^RATE_LIMIT_STORAGE_URL=' "$env" || state_redis_env >>"$env"
+        metrics_env "$env" >>"$env"
         if ! grep -q '^MIGRATE_DATABASE_URL=' "$env"; then
             sed -i '/^DATABASE_URL=/d' "$env"
             database_env >>"$env"
@@ -95,6 +109,7 @@ write_env() {
 APP_ENV='development'
 SECRET_KEY='$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')'
 $(database_env)
+$(metrics_env /dev/null)
 REDIS_URL='unix://$REDIS_SOCK?db=0'
 WEB_BIND='unix:$APP_SOCK'
 $(state_redis_env)
@@ -157,6 +172,8 @@ start_state_redis() {
     start_redis_server redis-state "$STATE_REDIS_SOCK" --appendonly yes --maxmemory 64mb --maxmemory-policy noeviction
 }
 
+fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
+
 with_env() {
     (set -a && . "$STACK_DIR/stack.env" && set +a && cd "$ROOT" && exec "$@")
 }
@@ -173,7 +190,9 @@ start_app() {
         return
     fi
     rm -f "$APP_SOCK"
-    with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" app:app \
+    # Each worker's samples, summed by the master (metrics.py): none of a previous run's.
+    fresh_dir "$STACK_DIR/app/metrics"
+    PROMETHEUS_MULTIPROC_DIR=$STACK_DIR/app/metrics with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" app:app \
         >>"$STACK_DIR/app/app.log" 2>&1 </dev/null &
     wait_for 30 gunicorn curl -fsS --unix-socket "$APP_SOCK" http://stack/health
     log "gunicorn: started"
@@ -204,11 +223,40 @@ start_worker() {
     local ready_before
     ready_before=$(grep -c 'ready\.' "$dir/worker.log" 2>/dev/null || true)
     # -B: the worker also runs the periodic sweep for orders nobody processed.
-    with_env setsid "$VENV/bin/celery" -A worker worker -Q orders -B --concurrency 2 \
+    fresh_dir "$dir/metrics"
+    PROMETHEUS_MULTIPROC_DIR=$dir/metrics with_env setsid "$VENV/bin/celery" -A worker worker -Q orders -B --concurrency 2 \
         --schedule "$dir/beat-schedule" --pidfile "$dir/celery.pid" --loglevel INFO \
         >>"$dir/worker.log" 2>&1 </dev/null &
     wait_for 30 "the celery worker" more_lines_than "${ready_before:-0}" 'ready\.' "$dir/worker.log"
     log "celery worker: started"
+}
+
+# MONITORING=1: mtail turns nginx's access log into L1's metrics
+# (monitoring/l1.mtail), and Prometheus scrapes them with the app's, the
+# relay's and the worker's, every 5 s, keeping 2 days in STACK_DIR/monitoring.
+start_monitoring() {
+    local dir=$STACK_DIR/monitoring
+    mkdir -p "$dir"
+    stop_monitoring
+    [ "${MONITORING:-0}" = 1 ] || return 0
+    local app relay worker l1 prometheus
+    read -r app relay worker l1 prometheus < <(with_env sh -c "echo $(printf '$%s ' $MONITORING_BINDS)")
+    setsid mtail --progs "$ROOT/monitoring" --logs "$STACK_DIR/nginx/access.log" \
+        --address "${l1%:*}" --port "${l1##*:}" --logtostderr >>"$dir/mtail.log" 2>&1 </dev/null &
+    echo $! >"$dir/mtail.pid"
+    sed -e "s|dns_sd_configs:|static_configs:|" -e "/names: \[app\]/c\          - targets: [\"$app\"]" \
+        -e "/names: \[worker\]/c\          - targets: [\"$worker\"]" -e "/type: A\|port: 910\|refresh_interval/d" \
+        -e "s|relay:9102|$relay|" -e "s|mtail:3903|$l1|" "$ROOT/monitoring/prometheus.yml" >"$dir/prometheus.yml"
+    setsid prometheus --config.file "$dir/prometheus.yml" --storage.tsdb.path "$dir/data" \
+        --storage.tsdb.retention.time 2d --web.listen-address "$prometheus" >>"$dir/prometheus.log" 2>&1 </dev/null &
+    echo $! >"$dir/prometheus.pid"
+    wait_for 30 prometheus curl -fsS "http://$prometheus/-/ready"
+    log "monitoring: mtail on $l1, Prometheus on http://$prometheus"
+}
+
+stop_monitoring() {
+    stop_pidfile prometheus "$STACK_DIR/monitoring/prometheus.pid"
+    stop_pidfile mtail "$STACK_DIR/monitoring/mtail.pid"
 }
 
 start_nginx() {
@@ -268,6 +316,7 @@ up() {
     start_relay
     start_worker
     start_nginx
+    start_monitoring
     local pg stop="make down     (reset the data: make reset)"
     pg=$(pg_dir)
     [ "$STACK_DIR" = "$ROOT/.stack" ] || stop="STACK_DIR=$STACK_DIR scripts/stack.sh down   (or reset)"
@@ -276,6 +325,7 @@ up() {
 The API answers on http://$LISTEN_HOST:$PORT  (docs: http://$LISTEN_HOST:$PORT/docs)
   state and logs   $STACK_DIR  (app/app.log, relay/relay.log, worker/worker.log, nginx/access.log, redis/redis.log)
   database         psql -h $pg/run -U app app    (data in $pg/data)
+  metrics          $(with_env sh -c 'echo "app http://$APP_METRICS_BIND, relay http://$RELAY_METRICS_BIND, worker http://$WORKER_METRICS_BIND"')
   stop             $stop
 INFO
 }
@@ -291,6 +341,7 @@ stop_postgres() {
 
 down() {
     [ -d "$STACK_DIR" ] || return 0
+    stop_monitoring
     stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
     stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
     stop_pidfile relay "$STACK_DIR/relay/relay.pid"

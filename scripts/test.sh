@@ -78,7 +78,8 @@ if [ "$WHAT" = all ]; then
     # settings in tests/app/test_orders.py and in the drills (test_security.py).
     export RATE_LIMIT_AUTH="600 per minute" RATE_LIMIT_ORDERS="600 per minute"
     export RATE_LIMIT_PAST_L1=1000r/s
-    start_stack
+    # Prometheus and mtail too: tests/stack/test_dashboard.py runs the dashboard's queries.
+    MONITORING=1 start_stack
 
     echo "== pytest"
     .venv/bin/pytest tests/app tests/stack -r fE "$@" | tee "$STACK_DIR/pytest.txt"

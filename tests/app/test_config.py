@@ -74,12 +74,17 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
 def test_compose_passes_every_setting_the_app_reads():
     """Before, ten settings of .env did nothing in compose: it passed twelve."""
     read = set(re.findall(r'_(?:str|int|float)\("([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
-    image_sets = {"WEB_BIND"}  # the Dockerfile binds gunicorn to 0.0.0.0:8000 inside its container
+    # The Dockerfile binds gunicorn and the metrics servers to 0.0.0.0 inside their containers.
+    image_sets = {"WEB_BIND", "APP_METRICS_BIND", "RELAY_METRICS_BIND", "WORKER_METRICS_BIND"}
     migrate_only = {"MIGRATE_DATABASE_URL"}
+    multiprocess = {"PROMETHEUS_MULTIPROC_DIR"}  # the app's and worker's, each on a tmpfs of its own
     services = compose_services()
-    assert read - image_sets - set(services["migrate"]["environment"]) == set()
+    assert read - image_sets - multiprocess - set(services["migrate"]["environment"]) == set()
     for name in ("app", "relay", "worker"):
-        assert read - image_sets - migrate_only - set(services[name]["environment"]) == set(), name
+        unset = read - image_sets - migrate_only - set(services[name]["environment"])
+        assert unset == (set() if name in ("app", "worker") else multiprocess), name
+    for name in ("app", "worker"):
+        assert services[name]["tmpfs"] == [services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]]
 
 
 def test_only_the_migration_holds_the_schema_owners_password():
@@ -108,3 +113,9 @@ def test_no_secret_is_committed():
     for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD"):
         value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
         assert value == "" or "change" in value.lower() or "example" in value.lower(), name
+
+
+def test_the_compose_prometheus_configuration_passes_promtool():
+    checked = subprocess.run(["promtool", "check", "config", str(ROOT / "monitoring" / "prometheus.yml")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -32,7 +32,7 @@ class Reply:
         return self.headers["X-Cache-Status"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def send(base_url):
     parts = urlsplit(base_url)
 
