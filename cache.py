@@ -368,8 +368,6 @@ class Cache:
         items, lists = self._targets(changes)
         if (items or lists) and self.backend().enabled:
             self.backend().invalidate(items, lists)
-            for resource in [resource for resource, _ in items] + list(lists):
-                metrics.L2_INVALIDATIONS.labels(resource.ns).inc()
         return items
 
     def apply_quietly(self, changes):

@@ -76,9 +76,9 @@ class ConnectionPool:
         if not self._slots.acquire(timeout=timeout):
             metrics.POOL_TIMEOUTS.inc()
             raise PoolTimeout()
-        metrics.POOL_WAIT.observe(time.perf_counter() - waited)
-        metrics.POOL_IN_USE.inc()
         try:
+            metrics.POOL_WAIT.observe(time.perf_counter() - waited)
+            metrics.POOL_IN_USE.inc()
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is not None and not _hung_up(conn):
@@ -93,8 +93,8 @@ class ConnectionPool:
             conn.notices = ChangeReports()
             return conn
         except BaseException:
+            self._slots.release()  # first: whatever else fails, the slot is back
             metrics.POOL_IN_USE.dec()
-            self._slots.release()
             raise
 
     def release(self, conn):
@@ -109,8 +109,8 @@ class ConnectionPool:
                 with self._lock:
                     self._idle.append(conn)
         finally:
-            metrics.POOL_IN_USE.dec()
             self._slots.release()
+            metrics.POOL_IN_USE.dec()
 
     def discard_idle(self):
         with self._lock:

@@ -34,10 +34,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 REQUESTS = _metric(Histogram, "api_request_duration_seconds", "Requests the app answered, by route and status, and how long each took.",
                      ["method", "route", "status"], buckets=LATENCY_BUCKETS)
-L2_READS = Counter("api_l2_reads_total", "L2 lookups by resource and result: hit, miss, down (Redis failing or "
+L2_READS = _metric(Counter, "api_l2_reads_total", "L2 lookups by resource and result: hit, miss, down (Redis failing or "
                    "the relay behind), off (L2 turned off).", ["resource", "result"])
-L2_INVALIDATIONS = Counter("api_l2_invalidations_total", "Cached items and list generations retired by a change.",
-                           ["resource"])
 REDIS_ERRORS = _metric(Counter, "api_redis_errors_total", "Redis calls of the cache that failed, by what was tried.", ["action"])
 POSTGRES_ERRORS = _metric(Counter, "api_postgres_errors_total", "PostgreSQL errors by kind: unavailable, conflict, data, other.",
                           ["kind"])
@@ -47,10 +45,12 @@ POOL_WAIT = _metric(Histogram, "api_db_pool_wait_seconds", "How long taking a co
                       buckets=(0.0001, 0.001, 0.01, 0.1, 0.5, 1, 2, 5))
 POOL_TIMEOUTS = _metric(Counter, "api_db_pool_timeouts_total", "Requests that found no free connection in time (a 503).")
 
-RELAY_APPLIED = _metric(Counter, "api_relay_changes_applied_total", "Committed changes the relay applied to the caches.")
+RELAY_APPLIED = _metric(Counter, "api_relay_changes_applied_total", "Committed changes the relay applied to the caches: "
+                        "each invalidated in L2 and, where L1 held it, refreshed there.")
 RELAY_LAG = _metric(Histogram, "api_relay_lag_seconds", "From a change's commit to the relay applying it (the longest of each batch).",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-RELAY_BACKLOG = _metric(Gauge, "api_relay_backlog_changes", "Changes waiting for the relay at its last look.",
+RELAY_BACKLOG = _metric(Gauge, "api_relay_backlog_changes", "Changes waiting for the relay at its last look, "
+                        "at most one batch (1000): 1000 means at least that many.",
                       multiprocess_mode="liveall")
 
 TASKS = _metric(Counter, "api_worker_tasks_total", "Tasks the worker ran, by task and outcome: succeeded, failed, retried.",

@@ -11,10 +11,13 @@ fresh tmpfs there. This module defines no metric: gunicorn's master imports
 it and no module of the app, which its workers import afresh.
 """
 
+import logging
+
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
 import settings
 
+log = logging.getLogger(__name__)
 
 def serve(bind_setting):
     """Serve this part's metrics (``bind_setting``: e.g. "app_bind") from this
@@ -28,7 +31,11 @@ def serve(bind_setting):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     host, _, port = bind.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host, registry=registry)
+    try:
+        server, _ = start_http_server(int(port), addr=host, registry=registry)
+    except OSError as error:  # a port taken must not take the API down with it
+        log.error("metrics: cannot serve on %s: %s", bind, error)
+        return None
     return server
 
 

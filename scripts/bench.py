@@ -61,6 +61,8 @@ class BenchStack:
             # Every request comes from 127.0.0.1: production limits would throttle the benchmark.
             "RATE_LIMIT_AUTH": "1000000 per minute",
             "RATE_LIMIT_ORDERS": "1000000 per minute",
+            # And nginx's on what L1 cannot answer: the write rows are nothing else.
+            "RATE_LIMIT_PAST_L1": "100000r/s",
         }
 
     @property
@@ -79,6 +81,8 @@ class BenchStack:
         self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
                        ["--pythonpath", str(LUA)])
         self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
+        # The L2 hit without instrumentation: what the metrics cost.
+        self._gunicorn("nometrics", "app:app", {"METRICS_ENABLED": "false"})
         # The write path without change capture: no trigger, so no notice,
         # no invalidation and nothing for the relay.
         dsn = self.database("nocapture", users=1000, incidents=0)
@@ -96,7 +100,8 @@ class BenchStack:
 
     def _gunicorn(self, name, app, extra_env, extra_args=()):
         sock = self.dir / "bench" / f"{name}.sock"
-        env = {**self.env, **self.settings, **extra_env, "WEB_BIND": f"unix:{sock}"}
+        # Metrics on any free port: the stack's app holds its own (metrics_server.py).
+        env = {**self.env, **self.settings, "APP_METRICS_BIND": "127.0.0.1:0", **extra_env, "WEB_BIND": f"unix:{sock}"}
         log = open(self.dir / "bench" / f"{name}.log", "w")
         process = subprocess.Popen(
             [ROOT / ".venv" / "bin" / "gunicorn", "-c", "gunicorn.conf.py", *extra_args, app],
@@ -158,7 +163,7 @@ class BenchStack:
             proxy_set_header X-Request-ID $api_request_id;
             add_header X-Cache-Status $api_cache_status always;
         """
-        apps = ["bare", "nocache", "nocapture"] + [f"growth{size}" for size in growth_sizes]
+        apps = ["bare", "nocache", "nometrics", "nocapture"] + [f"growth{size}" for size in growth_sizes]
         extra = self.dir / "nginx" / "extra"
         extra.mkdir(parents=True)
         (extra / "http-bench.conf").write_text("".join(
@@ -244,6 +249,19 @@ class Runner:
             raise RuntimeError(f"wrk failed on {path}: {result.stdout}{result.stderr}")
         return json.loads(lines[-1])
 
+    def with_mtail(self, measure):
+        """``measure()`` while mtail turns the stack's access log into L1's metrics."""
+        log = self.stack.dir / "nginx" / "access.log"
+        mtail = subprocess.Popen(["mtail", "--progs", str(ROOT / "monitoring"), "--logs", str(log),
+                                  "--address", "127.0.0.1", "--port", str(free_port())],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1)  # started and reading
+            return measure()
+        finally:
+            mtail.terminate()
+            mtail.wait(10)
+
     def paired(self, subject, baseline, rounds=2):
         """Alternate baseline and subject so both see the same machine: the mean
         of each, and each round's req/s ratio (the row's ratio is their median,
@@ -326,6 +344,22 @@ def cache_rows(runner, quick):
     rows.append(row("miss", "the same, L1 and L2 off", miss, base, 0.5, "≥ 0.5 × bare Flask", ratios=ratios))
     for level, path in (("L1", "/users"), ("L2", "/bench/l1off/users"), ("miss", "/bench/nocache/users")):
         rows.append(row(f"list {level}", f"GET {path} (first page, 100 rows)", mean_of([runner.wrk(path)])))
+    return rows
+
+
+def metrics_cost_rows(runner, quick):
+    """What the instrumentation costs the cache levels (README, Observability):
+    the L2 hit with metrics against the same app with METRICS_ENABLED=false,
+    and the L1 hit while mtail reads nginx's access log against without it."""
+    rounds = 1 if quick else 5
+    l2, base, ratios = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"),
+                                     lambda: runner.wrk("/bench/nometrics/users/1"), rounds)
+    rows = [row("metrics, L2 hit", "L2 hit with metrics on", l2, base, 0.95,
+                "≥ 0.95 × the same with METRICS_ENABLED=false", ratios=ratios)]
+    l1, base, ratios = runner.paired(lambda: runner.with_mtail(lambda: runner.wrk("/users/1")),
+                                     lambda: runner.wrk("/users/1"), rounds)
+    rows.append(row("metrics, L1 hit", "L1 hit while mtail reads the access log", l1, base, 0.95,
+                    "≥ 0.95 × the same without mtail", ratios=ratios))
     return rows
 
 
@@ -501,6 +535,51 @@ def markdown(rows, memory, tuning, meta):
     return "\n".join(lines)
 
 
+def plots(rows, directory):
+    """PNG pictures of the run beside docs/benchmarks.md (README shows them):
+    each cache level against its baseline, and list latency against table size."""
+    import matplotlib  # noqa: PLC0415 (only when pictures are written)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    levels = [r for r in rows if r["row"] in ("L1 hit", "L2 hit", "miss")]
+    baselines = {"L1 hit": "plain nginx", "L2 hit": "bare Flask", "miss": "bare Flask"}
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    names = [r["row"] for r in levels]
+    x = range(len(levels))
+    for ax, key, title in zip(axes, ("rps", "p50_ms", "p99_ms"), ("req/s (higher is better)", "p50 ms", "p99 ms")):
+        ax.bar([i - 0.2 for i in x], [r[key] for r in levels], 0.4, label="this API")
+        ax.bar([i + 0.2 for i in x], [r["baseline"][key] for r in levels], 0.4, label="its baseline")
+        ax.set_xticks(list(x), [f"{n}\nvs {baselines[n]}" for n in names])
+        ax.set_title(title)
+    axes[0].legend()
+    figure.suptitle("Each cache level against its baseline, same run")
+    figure.tight_layout()
+    figure.savefig(directory / "benchmarks-levels.png", dpi=100)
+    plt.close(figure)
+
+    growth = {}
+    for r in (r for r in rows if r["row"] == "growth"):
+        name, sizes = r["what"].split(": ")
+        size, first = (int(part.split()[0].replace(",", "")) for part in sizes.split(" vs "))
+        growth.setdefault(name, {first: r["baseline"]["p50_ms"]})[size] = r["p50_ms"]
+    if growth:
+        figure, ax = plt.subplots(figsize=(8, 4.5))
+        for name, points in growth.items():
+            sizes = sorted(points)
+            ax.plot(sizes, [points[size] for size in sizes], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows in the table")
+        ax.set_ylabel("p50 ms (L1 and L2 off)")
+        ax.set_title("List latency against table size")
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(directory / "benchmarks-growth.png", dpi=100)
+        plt.close(figure)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny durations and sizes, nothing written to docs/")
@@ -524,6 +603,7 @@ def main():
         mixed_users = 1000 if args.quick else 10_000
         load_rows(stack, mixed_users, 1000)
         rows = cache_rows(runner, args.quick)
+        rows += metrics_cost_rows(runner, args.quick)
         rows += write_rows(runner, args.quick)
         rows.append(hot_key_row(runner, 3 if args.quick else 20))
         rows += growth_rows(runner, sizes, rounds=1 if args.quick else 2)
@@ -544,6 +624,7 @@ def main():
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(report)
+        plots(rows, output.parent)
         print(f"written to {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}", file=sys.stderr)
     broken = [r["what"] for r in rows if r["non_2xx"]]
     if broken:  # reported, never a failure: a benchmark does not judge

@@ -234,11 +234,13 @@ start_worker() {
 # MONITORING=1: mtail turns nginx's access log into L1's metrics
 # (monitoring/l1.mtail), and Prometheus scrapes them with the app's, the
 # relay's and the worker's, every 5 s, keeping 2 days in STACK_DIR/monitoring.
+# Started (or restarted) by `MONITORING=1 make up`, left as they are by a
+# plain `make up`, stopped by `make down`.
 start_monitoring() {
+    [ "${MONITORING:-0}" = 1 ] || return 0
     local dir=$STACK_DIR/monitoring
     mkdir -p "$dir"
     stop_monitoring
-    [ "${MONITORING:-0}" = 1 ] || return 0
     local app relay worker l1 prometheus
     read -r app relay worker l1 prometheus < <(with_env sh -c "echo $(printf '$%s ' $MONITORING_BINDS)")
     setsid mtail --progs "$ROOT/monitoring" --logs "$STACK_DIR/nginx/access.log" \
@@ -382,7 +384,8 @@ reset() {
 status() {
     local dir
     for pair in "nginx:nginx/nginx.pid" "gunicorn:app/gunicorn.pid" "relay:relay/relay.pid" "celery:worker/celery.pid" \
-        "redis:redis/redis.pid" "redis-state:redis-state/redis.pid"; do
+        "redis:redis/redis.pid" "redis-state:redis-state/redis.pid" \
+        "mtail:monitoring/mtail.pid" "prometheus:monitoring/prometheus.pid"; do
         if alive "$STACK_DIR/${pair#*:}"; then echo "${pair%%:*}: running"; else echo "${pair%%:*}: stopped"; fi
     done
     dir=$( [ -d "$STACK_DIR" ] && pg_dir )

@@ -76,7 +76,9 @@ def test_every_metric_a_query_names_exists(traffic):
     assert not missing
 
 
-def test_the_stacks_prometheus_configuration_passes_promtool():
-    config = Path(stack_setting("STACK_DIR")) / "monitoring" / "prometheus.yml"
-    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True)
+@pytest.mark.parametrize("config", ["the stack's", "compose's"])
+def test_both_prometheus_configurations_pass_promtool(config):
+    path = {"the stack's": Path(stack_setting("STACK_DIR")) / "monitoring" / "prometheus.yml",
+            "compose's": ROOT / "monitoring" / "prometheus.yml"}[config]
+    checked = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
