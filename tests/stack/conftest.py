@@ -58,3 +58,14 @@ def new_user(send):
     reply = send("POST", "/users", {"name": f"L1 {tag}", "email": f"l1-{tag}@example.com"})
     assert reply.status == 201
     return reply.json()["id"]
+
+
+
+def signed_up(send, tag):
+    """A new account's bearer token, through the stack: register, then sign in."""
+    email, password = f"{tag}-{uuid.uuid4().hex[:8]}@example.com", "correct horse"
+    assert send("POST", "/api/user/register", {"email": email, "password": password}).status == 201
+    signed_in = send("POST", "/api/user/token/", f"username={email}&password=correct+horse",
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+    assert signed_in.status == 200
+    return signed_in.json()["access_token"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import stack_setting
+from tests.stack.conftest import signed_up
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "api.json"
@@ -36,10 +37,7 @@ def dashboard_queries():
 def traffic(send):
     """What an hour of a real stack has: cached and uncached reads, writes,
     an order for the worker; twice, so that every rate has two samples."""
-    email, password = f"dash-{uuid.uuid4().hex[:8]}@example.com", "correct horse"
-    send("POST", "/api/user/register", {"email": email, "password": password})
-    token = send("POST", "/api/user/token/", f"username={email}&password={password.replace(' ', '+')}",
-                 {"Content-Type": "application/x-www-form-urlencoded"}).json()["access_token"]
+    token = signed_up(send, "dash")
     for _ in range(2):
         user = send("POST", "/users", {"name": "Dash", "email": f"dash-{uuid.uuid4().hex[:8]}@example.com"}).json()["id"]
         for _ in range(5):

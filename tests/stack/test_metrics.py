@@ -14,6 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import eventually
+from tests.stack.conftest import signed_up
 
 
 def scrape(part):
@@ -67,11 +68,7 @@ def test_a_change_shows_in_the_relays_metrics(send, new_user):
 
 
 def test_an_orders_request_id_reaches_the_workers_log_and_its_task_its_metrics(send):
-    email, password = f"traced-{uuid.uuid4().hex[:8]}@example.com", "correct horse"
-    assert send("POST", "/api/user/register", {"email": email, "password": password}).status == 201
-    signed_in = send("POST", "/api/user/token/", f"username={email}&password={password.replace(' ', '+')}",
-                     {"Content-Type": "application/x-www-form-urlencoded"})
-    token = signed_in.json()["access_token"]
+    token = signed_up(send, "traced")
     processed = dict(task="orders.process", outcome="succeeded")
     before = value(scrape("WORKER"), "api_worker_tasks_total", **processed)
 
