@@ -7,7 +7,6 @@ from gunicorn import util
 import settings
 
 _web = settings.web_settings()
-_metrics_dir = settings.metrics_settings()["multiproc_dir"]
 # The master must not keep the app's own modules: workers import them fresh,
 # so a graceful reload (HUP) runs the current code and settings.
 del sys.modules["settings"]
@@ -57,13 +56,6 @@ def when_ready(server):
     metrics_server.serve("app_bind")
     for name in ("metrics_server", "settings"):  # the workers import the current code, as above
         sys.modules.pop(name, None)
-
-
-def child_exit(server, worker):
-    if _metrics_dir:
-        from prometheus_client import multiprocess  # noqa: PLC0415
-
-        multiprocess.mark_process_dead(worker.pid)  # its live gauges (connections in use) with it
 
 
 def post_fork(server, worker):

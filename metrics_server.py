@@ -11,13 +11,50 @@ fresh tmpfs there. This module defines no metric: gunicorn's master imports
 it and no module of the app, which its workers import afresh.
 """
 
+import glob
 import logging
+import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
 import settings
 
 log = logging.getLogger(__name__)
+
+
+class _RunningProcessesCollector(multiprocess.MultiProcessCollector):
+    """The sum over the part's processes, where a live gauge (connections in
+    use) counts only for processes still running. Checked at each scrape, so
+    a process that ended without saying so counts no more: a Celery child
+    killed with SIGKILL runs no shutdown signal, a gunicorn worker's end is
+    seen by its master only once reaped."""
+
+    def collect(self):
+        for path in glob.glob(os.path.join(self._path, "gauge_live*_*.db")):
+            pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
+            if not _running(pid):
+                multiprocess.mark_process_dead(pid, self._path)
+        return super().collect()
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # running, as another user
+        return True
+    return True
+
+
+def registry():
+    """What this part serves: in multiprocess mode, the sum over its processes."""
+    if not settings.metrics_settings()["multiproc_dir"]:
+        return REGISTRY
+    summed = CollectorRegistry()
+    _RunningProcessesCollector(summed)
+    return summed
+
 
 def serve(bind_setting):
     """Serve this part's metrics (``bind_setting``: e.g. "app_bind") from this
@@ -26,20 +63,10 @@ def serve(bind_setting):
     bind = config[bind_setting]
     if not config["enabled"] or not bind:
         return None
-    registry = REGISTRY
-    if config["multiproc_dir"]:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
     host, _, port = bind.rpartition(":")
     try:
-        server, _ = start_http_server(int(port), addr=host, registry=registry)
+        server, _ = start_http_server(int(port), addr=host, registry=registry())
     except OSError as error:  # a port taken must not take the API down with it
         log.error("metrics: cannot serve on %s: %s", bind, error)
         return None
     return server
-
-
-def process_ended(pid):
-    """A gunicorn worker or Celery child exited: its live gauges go with it."""
-    if settings.metrics_settings()["multiproc_dir"]:
-        multiprocess.mark_process_dead(pid)

@@ -40,11 +40,6 @@ def _serve_metrics(**_):
     metrics_server.serve("worker_bind")  # in the main process, before its pool's children exist
 
 
-@signals.worker_process_shutdown.connect
-def _child_ended(pid, **_):
-    metrics_server.process_ended(pid)
-
-
 @signals.task_prerun.connect
 def _task_started(task, **_):
     task.request.started_at = time.time()

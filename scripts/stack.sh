@@ -81,15 +81,16 @@ database_env() {
 }
 
 # Where the app, relay and worker serve their Prometheus metrics
-# (metrics_server.py), mtail L1's, and Prometheus itself (MONITORING=1):
-# loopback ports free when the stack was made, so that stacks side by side
-# (make up's, make test's) never collide. Added to an older stack.env.
+# (metrics_server.py), mtail L1's, and Prometheus itself (MONITORING=1): as
+# the environment of `make up` says, or else loopback ports free when the
+# stack was made, so that stacks side by side (make up's, make test's) never
+# collide. Added to an older stack.env.
 MONITORING_BINDS="APP_METRICS_BIND RELAY_METRICS_BIND WORKER_METRICS_BIND L1_METRICS_BIND PROMETHEUS_BIND"
 metrics_env() {  # metrics_env ENV-FILE: the lines it lacks
     local name
     for name in $MONITORING_BINDS; do
         grep -q "^$name=" "$1" 2>/dev/null ||
-            echo "$name='127.0.0.1:$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')'"
+            echo "$name='${!name:-127.0.0.1:$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}'"
     done
 }
 
@@ -97,6 +98,10 @@ write_env() {
     local env=$STACK_DIR/stack.env
     if [ -f "$env" ]; then
         grep -q '^RATE_LIMIT_STORAGE_URL=' "$env" || state_redis_env >>"$env"
+        local name
+        for name in $MONITORING_BINDS; do  # set for this up: written again
+            [ -z "${!name:-}" ] || sed -i "/^$name=/d" "$env"
+        done
         metrics_env "$env" >>"$env"
         if ! grep -q '^MIGRATE_DATABASE_URL=' "$env"; then
             sed -i '/^DATABASE_URL=/d' "$env"
@@ -231,8 +236,8 @@ start_worker() {
     log "celery worker: started"
 }
 
-# MONITORING=1: mtail turns nginx's access log into L1's metrics
-# (monitoring/l1.mtail), and Prometheus scrapes them with the app's, the
+# MONITORING=1: mtail turns nginx's short log (nginx/l1.log) into L1's
+# metrics (monitoring/l1.mtail), and Prometheus scrapes them with the app's, the
 # relay's and the worker's, every 5 s, keeping 2 days in STACK_DIR/monitoring.
 # Started (or restarted) by `MONITORING=1 make up`, left as they are by a
 # plain `make up`, stopped by `make down`.
@@ -243,7 +248,9 @@ start_monitoring() {
     stop_monitoring
     local app relay worker l1 prometheus
     read -r app relay worker l1 prometheus < <(with_env sh -c "echo $(printf '$%s ' $MONITORING_BINDS)")
-    setsid mtail --progs "$ROOT/monitoring" --logs "$STACK_DIR/nginx/access.log" \
+    # One thread: mtail reads one line at a time, and a second only adds
+    # hand-offs between CPUs (half its CPU per line, README: Observability).
+    GOMAXPROCS=1 setsid mtail --progs "$ROOT/monitoring" --logs "$STACK_DIR/nginx/l1.log" \
         --address "${l1%:*}" --port "${l1##*:}" --logtostderr >>"$dir/mtail.log" 2>&1 </dev/null &
     echo $! >"$dir/mtail.pid"
     sed -e "s|dns_sd_configs:|static_configs:|" -e "/names: \[app\]/c\          - targets: [\"$app\"]" \

@@ -46,7 +46,9 @@ start_stack() {  # a new stack on a free port, its settings exported
     PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     export STACK_DIR PORT
     echo "== starting a throwaway stack in $STACK_DIR, nginx on port $PORT"
-    scripts/stack.sh up 2>&1 | grep -v '^$'
+    # Ports of its own, not those of a stack whose settings this shell exported.
+    env -u APP_METRICS_BIND -u RELAY_METRICS_BIND -u WORKER_METRICS_BIND -u L1_METRICS_BIND -u PROMETHEUS_BIND \
+        scripts/stack.sh up 2>&1 | grep -v '^$'
     set -a
     # shellcheck disable=SC1091
     . "$STACK_DIR/stack.env"
@@ -71,7 +73,7 @@ if [ "$WHAT" = all ]; then
     echo "== docker-compose config"
     docker-compose --env-file .env.example config -q && echo "docker-compose.yml is valid"
     echo "== hadolint Dockerfile"
-    .venv/bin/hadolint Dockerfile && echo "Dockerfile is clean"
+    .venv/bin/hadolint Dockerfile monitoring/mtail/Dockerfile && echo "the Dockerfiles are clean"
 
     # Every request of the run comes from 127.0.0.1: the production limits
     # would throttle the suite itself. The limits are tested with their own

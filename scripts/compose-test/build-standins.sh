@@ -11,6 +11,8 @@ declare -A STANDINS=(
     [postgres]=postgres:15-bookworm
     [redis]=redis:7-bookworm
     [nginx]=nginxinc/nginx-unprivileged:1.27-bookworm
+    [debian]=debian:bookworm-slim
+    [prometheus]=prom/prometheus:v2.53.2
 )
 
 exists() { docker image inspect "$1" >/dev/null 2>&1; }

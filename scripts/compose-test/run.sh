@@ -8,7 +8,8 @@
 # that may not change the schema, that `down` keeps the data and `down -v`
 # resets it, that a volume of the release before migrations is upgraded in
 # place, that an app scaled to three gets traffic on each and one recreated
-# alone is answered again, and leaves nothing running.
+# alone is answered again, that the monitoring profile's Prometheus scrapes
+# every part, and leaves nothing running.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -60,7 +61,7 @@ finish() {
         compose ps || true
         compose logs --tail 30 || true
     fi
-    [ -f "$WORK/env" ] && compose down -v --remove-orphans >/dev/null 2>&1 || true
+    [ -f "$WORK/env" ] && compose --profile monitoring down -v --remove-orphans >/dev/null 2>&1 || true
     stop_engine
     rm -rf "$WORK"
     exit "$status"
@@ -91,7 +92,9 @@ WITH_DOCKER=1 scripts/install-deps.sh
 start_engine
 scripts/compose-test/build-standins.sh
 
-PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { .venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+PROMETHEUS_PORT=$(free_port)
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 cat >"$WORK/env" <<ENV
 SECRET_KEY=$(secret)$(secret)
@@ -99,6 +102,7 @@ POSTGRES_PASSWORD=$(secret)
 APP_DB_PASSWORD=$(secret)
 REDIS_PASSWORD=$(secret)
 PORT=$PORT
+PROMETHEUS_BIND=127.0.0.1:$PROMETHEUS_PORT
 ENV
 
 log "docker compose up --build (nginx on 127.0.0.1:$PORT)"
@@ -123,6 +127,25 @@ api "/users/$id" -D - -o /dev/null | grep -qi '^X-Cache-Status: HIT'
 sql -c "UPDATE users SET name = 'After' WHERE id = $id"
 sleep 2  # L1 alone would keep "Before" for up to 5 s
 api "/users/$id" | grep -q '"name":"After"'
+
+log "profile monitoring: Prometheus scrapes the app, relay, worker and mtail (Grafana: README.md here)"
+compose --profile monitoring up -d --build mtail prometheus >>"$WORK/up.log" 2>&1 || { tail -40 "$WORK/up.log"; exit 1; }
+[ "$(docker port "$(compose ps -q prometheus)" 9090)" = "127.0.0.1:$PROMETHEUS_PORT" ]
+prometheus() { curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/$1" "${@:2}"; }
+deadline=$((SECONDS + 60))
+until prometheus targets 2>/dev/null | .venv/bin/python -c '
+import json, sys
+up = {t["labels"]["job"] for t in json.load(sys.stdin)["data"]["activeTargets"] if t["health"] == "up"}
+sys.exit(up != {"app", "relay", "worker", "l1"})'; do
+    [ $SECONDS -lt $deadline ] || { prometheus targets; echo "Prometheus did not see every target up in 60 s" >&2; exit 1; }
+    sleep 2
+done
+api /users/1 >/dev/null && api /users/1 >/dev/null  # an L1 hit, read by mtail from nginx's short log
+until prometheus query --data-urlencode 'query=sum(nginx_l1_requests_total{cache="HIT"}) > 0' | grep -q '"value"'; do
+    [ $SECONDS -lt $deadline ] || { echo "no L1 hit reached Prometheus in 60 s" >&2; exit 1; }
+    sleep 2
+done
+compose --profile monitoring rm -fsv mtail prometheus >/dev/null 2>&1
 
 log "down keeps the data"
 api /users -X POST -H 'Content-Type: application/json' -d '{"name":"Kept","email":"kept@example.com"}' >/dev/null

@@ -68,7 +68,13 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
     assert services["nginx"]["image"].startswith("nginxinc/nginx-unprivileged:")
     # The postgres image starts as root only to drop to its postgres user.
     assert services["postgres"]["image"].startswith("postgres:")
-    assert all("ports" not in service for name, service in services.items() if name != "nginx")
+    # Published: nginx, and the monitoring profile's Prometheus and Grafana,
+    # which have no sign-in, on loopback only (as .env.example has it).
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert set(published) == {"nginx", "prometheus", "grafana"}
+    assert all(port.startswith("127.0.0.1:") for ports in published.values() for port in ports)
+    mtail_users = re.findall(r"^USER\s+(\S+)", (ROOT / "monitoring/mtail/Dockerfile").read_text(), re.MULTILINE)
+    assert mtail_users and mtail_users[-1].split(":")[0] not in ("root", "0")
 
 
 def test_compose_passes_every_setting_the_app_reads():
