@@ -11,6 +11,7 @@ fresh tmpfs there. This module defines no metric: gunicorn's master imports
 it and no module of the app, which its workers import afresh.
 """
 
+import contextlib
 import glob
 import logging
 import os
@@ -30,10 +31,10 @@ class _RunningProcessesCollector(multiprocess.MultiProcessCollector):
     seen by its master only once reaped."""
 
     def collect(self):
-        for path in glob.glob(os.path.join(self._path, "gauge_live*_*.db")):
-            pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
-            if not _running(pid):
-                multiprocess.mark_process_dead(pid, self._path)
+        for path in glob.glob(os.path.join(self._path, "gauge_live*_*.db")):  # gauge_<mode>_<pid>.db
+            if not _running(int(path.rsplit("_", 1)[1].removesuffix(".db"))):
+                with contextlib.suppress(FileNotFoundError):  # a scrape beside this one removed it first
+                    os.remove(path)
         return super().collect()
 
 
@@ -43,7 +44,7 @@ def _running(pid):
     except ProcessLookupError:
         return False
     except PermissionError:  # running, as another user
-        return True
+        pass
     return True
 
 

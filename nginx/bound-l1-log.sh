@@ -13,7 +13,7 @@ log=/var/log/nginx/l1/l1.log
 (
     while sleep 10; do
         if [ "$(stat -c %s "$log" 2>/dev/null || echo 0)" -gt 16777216 ]; then
-            : >"$log"
+            : >"$log" || echo "bound-l1-log: could not empty $log" >&2
         fi
     done
 ) &

@@ -218,6 +218,24 @@ class BenchStack:
             cur.execute("CHECKPOINT")
         conn.close()
 
+    def reload_nginx(self):
+        """nginx with the stack's current extra files, once its new workers answer."""
+        nginx = self.dir / "nginx"
+        master = (nginx / "nginx.pid").read_text().strip()
+
+        def workers():
+            return set(subprocess.run(["pgrep", "-P", master, "-f", "worker process$"],
+                                      capture_output=True, text=True).stdout.split())
+
+        old = workers()
+        subprocess.run(["nginx", "-q", "-e", nginx / "error.log", "-p", nginx, "-c", nginx / "nginx.conf",
+                        "-s", "reload"], check=True)
+        deadline = time.monotonic() + 10
+        while not (workers() and workers().isdisjoint(old)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx's new workers did not start within 10 s")
+            time.sleep(0.1)
+
     def peak_rss_mb(self, pidfile):
         """Peak resident memory (VmHWM) of each child of the process in pidfile."""
         parent = (self.dir / pidfile).read_text().strip()
@@ -258,9 +276,12 @@ class Runner:
         return json.loads(lines[-1])
 
     def with_mtail(self, measure):
-        """``measure()`` while mtail turns nginx's short log into L1's metrics, as
-        MONITORING=1 runs it (scripts/stack.sh)."""
+        """``measure()`` while nginx writes its short log and mtail turns it into
+        L1's metrics, as MONITORING=1 runs them (scripts/stack.sh)."""
         log = self.stack.dir / "nginx" / "l1.log"
+        conf = self.stack.dir / "nginx" / "extra" / "http-l1-log.conf"
+        conf.write_text(f"access_log {log} api_l1 buffer=64k flush=1s;\n")
+        self.stack.reload_nginx()
         mtail = subprocess.Popen(["mtail", "--progs", str(ROOT / "monitoring"), "--logs", str(log),
                                   "--address", "127.0.0.1", "--port", str(free_port())],
                                  env={**os.environ, "GOMAXPROCS": "1"},
@@ -275,6 +296,8 @@ class Runner:
         finally:
             mtail.terminate()
             mtail.wait(10)
+            conf.unlink()
+            self.stack.reload_nginx()
 
     def paired(self, subject, baseline, rounds=2):
         """Alternate baseline and subject so both see the same machine: the mean
@@ -364,7 +387,8 @@ def cache_rows(runner, quick):
 def metrics_cost_rows(runner, quick):
     """What the instrumentation costs the cache levels (README, Observability):
     the L2 hit with metrics against the same app with METRICS_ENABLED=false,
-    and the L1 hit while mtail reads nginx's short log against without it."""
+    and the L1 hit while nginx writes its short log and mtail reads it, against
+    neither."""
     rounds = 1 if quick else 5
     l2, base, ratios = runner.paired(lambda: runner.wrk("/bench/l1off/users/1"),
                                      lambda: runner.wrk("/bench/nometrics/users/1"), rounds)
@@ -379,8 +403,8 @@ def metrics_cost_rows(runner, quick):
 
     l1, base, ratios = runner.paired(l1_with_mtail, lambda: runner.wrk("/users/1"), rounds)
     cpu = statistics.mean(mtail_cpu)
-    rows.append(row("metrics, L1 hit", f"L1 hit while mtail reads nginx's short log (mtail: {cpu:.1f} µs of CPU "
-                    "per request)", l1, base, 0.95, "≥ 0.95 × the same without mtail", ratios=ratios))
+    rows.append(row("metrics, L1 hit", f"L1 hit while nginx writes its short log and mtail reads it (mtail: {cpu:.1f} µs "
+                    "of CPU per request)", l1, base, 0.95, "≥ 0.95 × the same without either", ratios=ratios))
     return rows
 
 

@@ -271,6 +271,10 @@ stop_monitoring() {
 start_nginx() {
     local dir=$STACK_DIR/nginx
     mkdir -p "$dir/tmp" "$dir/cache" "$dir/extra"
+    # L1's short log, which mtail reads (monitoring/l1.mtail): written while
+    # monitoring runs, from MONITORING=1 make up to make down.
+    [ "${MONITORING:-0}" != 1 ] ||
+        echo "access_log $dir/l1.log api_l1 buffer=64k flush=1s;" >"$dir/extra/http-l1-log.conf"
     sed -e "s|@STATE@|$dir|g" -e "s|@ROOT@|$ROOT|g" -e "s|@APP_SOCKET@|$APP_SOCK|g" \
         -e "s|@LISTEN@|$LISTEN_HOST:$PORT|g" -e "s|@USER@|$(id -un)|g" \
         -e "s|@RATE_PAST_L1@|${RATE_LIMIT_PAST_L1:-10r/s}|g" \
@@ -351,6 +355,7 @@ stop_postgres() {
 down() {
     [ -d "$STACK_DIR" ] || return 0
     stop_monitoring
+    rm -f "$STACK_DIR/nginx/extra/http-l1-log.conf"
     stop_pidfile nginx "$STACK_DIR/nginx/nginx.pid"
     stop_pidfile gunicorn "$STACK_DIR/app/gunicorn.pid"
     stop_pidfile relay "$STACK_DIR/relay/relay.pid"
