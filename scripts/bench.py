@@ -471,6 +471,7 @@ def growth_rows(runner, sizes, rounds):
             ratio = figure["p50_ms"] / baseline["p50_ms"]
             rows.append({
                 "row": "growth", "what": f"{name}: {size:,} vs {first:,} rows", **figure, "ratio": ratio,
+                "series": name, "rows_in_table": size, "first_rows_in_table": first,
                 "target": "p50 ≤ 1.5 × the 1,000-row figure" if target else "(shown for contrast)",
                 "ok": ratio <= target if target else None, "baseline": baseline,
             })
@@ -615,9 +616,8 @@ def plots(rows, directory):
 
     growth = {}
     for r in (r for r in rows if r["row"] == "growth"):
-        name, sizes = r["what"].split(": ")
-        size, first = (int(part.split()[0].replace(",", "")) for part in sizes.split(" vs "))
-        growth.setdefault(name, {first: r["baseline"]["p50_ms"]})[size] = r["p50_ms"]
+        points = growth.setdefault(r["series"], {r["first_rows_in_table"]: r["baseline"]["p50_ms"]})
+        points[r["rows_in_table"]] = r["p50_ms"]
     if growth:
         figure, ax = plt.subplots(figsize=(8, 4.5))
         for name, points in growth.items():

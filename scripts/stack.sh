@@ -90,7 +90,7 @@ metrics_env() {  # metrics_env ENV-FILE: the lines it lacks
     local name
     for name in $MONITORING_BINDS; do
         grep -q "^$name=" "$1" 2>/dev/null ||
-            echo "$name='${!name:-127.0.0.1:$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}'"
+            echo "$name='${!name:-127.0.0.1:$("$ROOT/scripts/free-port")}'"
     done
 }
 

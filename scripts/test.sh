@@ -43,7 +43,7 @@ trap finish EXIT
 
 start_stack() {  # a new stack on a free port, its settings exported
     STACK_DIR=$(mktemp -d /tmp/api-test.XXXXXX)
-    PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PORT=$(scripts/free-port)
     export STACK_DIR PORT
     echo "== starting a throwaway stack in $STACK_DIR, nginx on port $PORT"
     # Ports of its own, not those of a stack whose settings this shell exported.

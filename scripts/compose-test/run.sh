@@ -92,9 +92,8 @@ WITH_DOCKER=1 scripts/install-deps.sh
 start_engine
 scripts/compose-test/build-standins.sh
 
-free_port() { .venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-PROMETHEUS_PORT=$(free_port)
+PORT=$(scripts/free-port)
+PROMETHEUS_PORT=$(scripts/free-port)
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 cat >"$WORK/env" <<ENV
 SECRET_KEY=$(secret)$(secret)
