@@ -1,4 +1,4 @@
-# The API image: gunicorn serving app:app as an unprivileged user.
+# The API image: gunicorn serving app:create_app() as an unprivileged user.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,8 +20,10 @@ RUN pip install --no-cache-dir -r requirements.txt \
 COPY --chown=root:root *.py init.sql ./
 COPY --chown=root:root migrations/ migrations/
 COPY --chown=root:root blueprints/ blueprints/
+COPY --chown=root:root cache/ cache/
+COPY --chown=root:root infra/ infra/
 
 USER 10001:10001
 EXPOSE 8000 9101 9102 9103
 # Exec form: gunicorn is PID 1 and receives the stop signal itself.
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]

@@ -1,15 +1,25 @@
-"""gunicorn settings, from the environment through settings.py."""
+"""gunicorn settings, from the environment through infra/settings.py.
+
+    gunicorn -c gunicorn.conf.py 'app:create_app()'
+"""
 
 import sys
 
 from gunicorn import util
 
-import settings
+from infra import settings
 
 _web = settings.web_settings()
-# The master must not keep the app's own modules: workers import them fresh,
-# so a graceful reload (HUP) runs the current code and settings.
-del sys.modules["settings"]
+
+
+def _forget_app_modules():
+    """The master must not keep the app's own modules: workers import them
+    fresh, so a graceful reload (HUP) runs the current code and settings."""
+    for name in [name for name in sys.modules if name == "infra" or name.startswith("infra.")]:
+        del sys.modules[name]
+
+
+_forget_app_modules()
 
 bind = _web["bind"]
 workers = _web["workers"]
@@ -38,7 +48,7 @@ def _json_error(sock, status_int, reason, mesg):
     """What gunicorn answers itself (a request line, header or header count
     past its limits) in the API's JSON error shape instead of an HTML page."""
     # Imported here, in the worker that answers: the master keeps no app module.
-    from responses import error_body  # noqa: PLC0415
+    from infra.errors import error_body  # noqa: PLC0415
 
     body = error_body(status_int, str(mesg)[:200]).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -50,17 +60,15 @@ util.write_error = _json_error  # the one writer of gunicorn's error pages (guni
 
 
 def when_ready(server):
-    """The app's metrics, summed over its workers, served by the master (metrics_server.py)."""
-    import metrics_server  # noqa: PLC0415
+    """The app's metrics, summed over its workers, served by the master (infra/metrics_server.py)."""
+    from infra import metrics_server  # noqa: PLC0415
 
     metrics_server.serve("app_bind")
-    for name in ("metrics_server", "settings"):  # the workers import the current code, as above
-        sys.modules.pop(name, None)
+    _forget_app_modules()
 
 
 def post_fork(server, worker):
     # A thread back from a Redis or PostgreSQL call waits for the GIL until the
     # running thread yields it: 5 ms by default, longer than a whole cached
-    # request. Measured with make bench: at 0.5 ms the cached GET's throughput
-    # varied 0.66-0.76 of bare Flask's, at 5 ms 0.36-0.68.
+    # request (make bench measured the difference: docs/performance.md).
     sys.setswitchinterval(0.0005)

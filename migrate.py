@@ -35,7 +35,7 @@ from psycopg2 import errors, sql
 from psycopg2.extensions import parse_dsn
 from yoyo import get_backend, read_migrations
 
-import settings
+from infra import settings
 
 log = logging.getLogger("api.migrate")
 

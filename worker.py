@@ -2,9 +2,9 @@
 
 It builds the same Flask app as gunicorn, so tasks use the same settings,
 database pool and cache; the tasks are defined with their domains. Here, the
-worker's side of what tasks.send puts in each message: the request id of the
+worker's side of what infra/tasks.py's send puts in each message: the request id of the
 request that queued the task, in every log line of the task, and its
-metrics (metrics.py), served by the main process on WORKER_METRICS_BIND.
+metrics (infra/metrics.py), served by the main process on WORKER_METRICS_BIND.
 """
 
 import logging
@@ -12,10 +12,12 @@ import time
 
 from celery import current_task, signals
 
-import metrics
-import metrics_server
-from app import app as flask_app
+from app import create_app
+from infra import metrics_server
 
+# Celery's -A needs an app at import: this process entry point builds it.
+flask_app = create_app()
+metrics = flask_app.extensions["metrics"]
 # Named `celery`, and no attribute named `app`: that is what `celery -A worker` looks for.
 celery = flask_app.extensions["celery"]
 

@@ -1,18 +1,15 @@
 """One blueprint per domain; the shared pieces every domain blueprint uses."""
 
-import functools
 import re
 
 import flask_smorest
 import marshmallow as ma
-from flask import Response, request
 from flask_smorest.error_handler import ErrorSchema
 from werkzeug.http import HTTP_STATUS_CODES
 
-import item_reads
-from cache import Resource, cache
-from errors import JSONBodyParser
-from responses import json_response, to_json, unpack
+from cache.resources import DeclaringBlueprint
+from infra.errors import JSONBodyParser
+from infra.responses import to_json
 
 MAX_BIGINT = 2**63 - 1
 # Route converter for ids stored as PostgreSQL BIGINT: anything larger is a 404.
@@ -55,48 +52,11 @@ def pagination_header(total, page_size, rows, page=None, cursors=True):
     return {"X-Pagination": to_json(info)}
 
 
-class Blueprint(flask_smorest.Blueprint):
+class Blueprint(DeclaringBlueprint, flask_smorest.Blueprint):
     """flask-smorest's Blueprint, answering 415 when a JSON body is not JSON,
-    with the declarations of the cache levels."""
+    with the declarations of the cache levels (cached_resource, item_of)."""
 
     ARGUMENTS_PARSER = JSONBodyParser()
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.item_views = {}  # view class name -> (resource, missing): see item_of
-        self.query_item_views = {}  # view class name -> (resource, query argument): see cached_resource
-
-    def cached_resource(self, ns, table, load, lists=False, public=True, query_item_view=None):
-        """Declare a cached resource (cache.Resource): its items are the rows of
-        ``table``, which the capture triggers of init.sql must watch.
-        ``query_item_view``: (view class name, query argument) of a view that
-        reads an item named in its query string; one named in its path says
-        so with ``item_of``."""
-        resource = Resource(ns, table, load, lists=lists, public=public)
-        self.record_once(lambda state: cache.register(state.app, resource))
-        if query_item_view:
-            view_name, query_arg = query_item_view
-            self.query_item_views[view_name] = (resource, query_arg)
-        return resource
-
-    def item_of(self, resource, missing):
-        """Decorates a MethodView's ``get``, which then answers the item of
-        ``resource`` that the route's one argument names, or a 404 saying
-        ``missing`` (``{}`` for the id). Its body is not run: the answer is
-        item_reads.answer's, which the WSGI layer there also gives, before
-        Flask, to anonymous reads of a public resource."""
-
-        def decorator(get):
-            self.item_views[get.__qualname__.split(".")[-2]] = (resource, missing)  # the view class
-
-            @functools.wraps(get)
-            def view(_self, **route_args):
-                (item_id,) = route_args.values()
-                return item_response(resource, item_id, missing)
-
-            return view
-
-        return decorator
 
     def errors(self, *codes):
         """Document the error responses a view can give, in the API's error shape."""
@@ -109,24 +69,6 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return decorator
-
-
-def item_response(resource, item_id, missing):
-    """This request's read of one item of ``resource`` (item_reads.answer)."""
-    # L1 never stores an authorized answer (nginx/cache.conf): nothing to mark for it.
-    request_uri = "" if "Authorization" in request.headers else request.environ.get("RAW_URI", "")
-    status, headers, body = item_reads.answer(
-        resource, item_id, missing, request_uri=request_uri,
-        refresh_token_sent=request.headers.get(item_reads.REFRESH_HEADER, ""),
-    )
-    return Response(body, status, headers)
-
-
-def cached_list(resource, query, load):
-    """A list's JSON response, with its headers, from L2 or from ``load()`` (a ``pack``ed page)."""
-    packed, l2 = cache.listing(resource, query, load)
-    body, headers = unpack(packed)
-    return json_response(body, headers=headers, l2=l2, l1=resource.public)
 
 
 class TextRule(ma.validate.Regexp):

@@ -15,10 +15,10 @@ from flask_jwt_extended import create_access_token, jwt_required
 from flask_smorest import abort
 from werkzeug.security import check_password_hash, generate_password_hash
 
-import db
 from blueprints import BEARER_AUTH, Blueprint, MessageSchema, TrimmedSchema, printable
 from blueprints.users import EMAIL_RULES, NAME_RULES
-from security import ACCOUNT_COLUMNS, BEARER, auth_rate_limit, current_account, current_account_id, limiter
+from infra import db
+from infra.security import ACCOUNT_COLUMNS, BEARER, auth_rate_limit, current_account, current_account_id, limiter
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/user", description="Accounts and tokens")
 

@@ -9,9 +9,10 @@ import phonenumbers
 from flask.views import MethodView
 from flask_smorest import abort
 
-import db
-from blueprints import Blueprint, TrimmedSchema, item_response, printable
-from responses import to_json
+from blueprints import Blueprint, TrimmedSchema, printable
+from cache.reads import item_response
+from infra import db
+from infra.responses import to_json
 
 blp = Blueprint("addresses", __name__, description="Phone number to address book")
 

@@ -7,10 +7,10 @@ import psycopg2
 import redis
 from flask.views import MethodView
 
-import db
-import relay
 from blueprints import Blueprint
-from cache import CAUGHT_UP, cache
+from cache import l2
+from cache.relay import BACKLOG_SQL
+from infra import db
 
 blp = Blueprint("health", __name__, description="Liveness and dependencies")
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _database_ok():
 def _cache_state():
     """(cache reachable, relay caught up)."""
     try:
-        return True, bool(cache.client().exists(CAUGHT_UP))
+        return True, l2.of_app().caught_up()
     except redis.RedisError as error:
         log.warning("health: cache down: %s", error)
         return False, False
@@ -48,7 +48,7 @@ def _relay(caught_up, database_ok):
     waiting = {}
     if database_ok:
         try:
-            waiting = db.fetch_one(relay.BACKLOG_SQL)
+            waiting = db.fetch_one(BACKLOG_SQL)
         except psycopg2.Error as error:  # e.g. a database init.sql has not reached yet
             log.warning("health: relay backlog unknown: %s", error)
     return {

@@ -4,7 +4,6 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import abort
 
-import db
 from blueprints import (
     BIGINT_ID,
     MAX_BIGINT,
@@ -12,11 +11,12 @@ from blueprints import (
     Blueprint,
     PageArgsSchema,
     TrimmedSchema,
-    cached_list,
     pagination_header,
     printable_with_line_breaks,
 )
-from responses import json_response, pack, to_json
+from cache.reads import list_response
+from infra import db
+from infra.responses import json_response, pack, to_json
 
 blp = Blueprint("incidents", __name__, url_prefix="/incident", description="Incident log")
 
@@ -161,7 +161,7 @@ class IncidentList(MethodView):
     def get(self, args):
         """List incidents, newest first, optionally by status and source; page or cursor"""
         query = ":".join(str(args.get(k, "")) for k in ("page", "limit", "cursor", "status", "source"))
-        return cached_list(INCIDENTS, query, lambda: _load_page(args))
+        return list_response(INCIDENTS, query, lambda: _load_page(args))
 
 
 @blp.route(f"/get/<{BIGINT_ID}:incident_id>")

@@ -3,7 +3,7 @@
 An order is cached in L2 by its id, and every answer, cached or not, is
 checked against the token's account: one account never reads another's.
 Authenticated responses are ``private, no-store`` and never enter L1
-(security.py, nginx/cache.conf).
+(infra/security.py, nginx/cache.conf).
 """
 
 import json
@@ -17,12 +17,11 @@ from flask.views import MethodView
 from flask_jwt_extended import jwt_required
 from flask_smorest import abort
 
-import db
-import tasks
 from blueprints import BEARER_AUTH, BIGINT_ID, PAGINATION_DOC, Blueprint, pagination_header, printable
-from cache import cache
-from responses import json_response, to_json
-from security import current_account_id, limiter, orders_rate_limit
+from cache import l2
+from infra import db, tasks
+from infra.responses import json_response, to_json
+from infra.security import current_account_id, limiter, orders_rate_limit
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders of the signed-in account")
 
@@ -164,10 +163,10 @@ class OrderById(MethodView):
     def get(self, order_id):
         """Get one of your orders"""
         order_id, account = _order_id(order_id), current_account_id()
-        body, l2 = cache.item(ORDERS, order_id)
+        body, l2_status = l2.of_app().item(ORDERS, order_id)
         if body is None or json.loads(body)["user_id"] != account:
             abort(404, message=_missing(order_id))
-        return json_response(body, l2=l2)
+        return json_response(body, headers={l2.HEADER: l2_status})
 
     @jwt_required()
     @blp.arguments(OrderStatusSchema)

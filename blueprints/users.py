@@ -4,7 +4,6 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import abort
 
-import db
 from blueprints import (
     BIGINT_ID,
     PAGINATION_DOC,
@@ -12,11 +11,12 @@ from blueprints import (
     MessageSchema,
     PageArgsSchema,
     TrimmedSchema,
-    cached_list,
     pagination_header,
     printable,
 )
-from responses import pack, to_json
+from cache.reads import list_response
+from infra import db
+from infra.responses import pack, to_json
 
 blp = Blueprint("users", __name__, description="User accounts: CRUD")
 
@@ -109,7 +109,7 @@ class Users(MethodView):
     def get(self, args):
         """List users, ordered by id; page or cursor"""
         query = f"{args['page']}:{args['page_size']}:{args.get('cursor', '')}"
-        return cached_list(USERS, query, lambda: _load_page(args))
+        return list_response(USERS, query, lambda: _load_page(args))
 
     @blp.arguments(UserSchema)
     @blp.response(201, CreatedSchema)

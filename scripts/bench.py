@@ -88,19 +88,19 @@ class BenchStack:
         (self.dir / "bench" / "users-1.json").write_bytes(body)
         self._gunicorn("bare", "bare_app:app", {"BENCH_BODY_FILE": str(self.dir / "bench" / "users-1.json")},
                        ["--pythonpath", str(LUA)])
-        self._gunicorn("nocache", "app:app", {"CACHE_ENABLED": "false"})
+        self._gunicorn("nocache", "app:create_app()", {"CACHE_ENABLED": "false"})
         # The L2 hit without instrumentation: what the metrics cost.
-        self._gunicorn("nometrics", "app:app", {"METRICS_ENABLED": "false"})
+        self._gunicorn("nometrics", "app:create_app()", {"METRICS_ENABLED": "false"})
         # The write path without change capture: no trigger, so no notice,
         # no invalidation and nothing for the relay.
         dsn = self.database("nocapture", users=1000, incidents=0)
-        self._gunicorn("nocapture", "app:app", {"DATABASE_URL": dsn})
+        self._gunicorn("nocapture", "app:create_app()", {"DATABASE_URL": dsn})
         self.static_nginx()
         for size in growth_sizes:
             # One database and one L2-less app per size, so the sizes can be
             # measured in turns, as a ratio and its baseline should be.
             dsn = self.database(f"growth{size}", users=size, incidents=size)
-            self._gunicorn(f"growth{size}", "app:app", {"CACHE_ENABLED": "false", "DATABASE_URL": dsn})
+            self._gunicorn(f"growth{size}", "app:create_app()", {"CACHE_ENABLED": "false", "DATABASE_URL": dsn})
 
     def get(self, path):
         with urllib.request.urlopen(self.base_url + path, timeout=10) as response:

@@ -197,7 +197,7 @@ start_app() {
     rm -f "$APP_SOCK"
     # Each worker's samples, summed by the master (metrics.py): none of a previous run's.
     fresh_dir "$STACK_DIR/app/metrics"
-    PROMETHEUS_MULTIPROC_DIR=$STACK_DIR/app/metrics with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" app:app \
+    PROMETHEUS_MULTIPROC_DIR=$STACK_DIR/app/metrics with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" "app:create_app()" \
         >>"$STACK_DIR/app/app.log" 2>&1 </dev/null &
     wait_for 30 gunicorn curl -fsS --unix-socket "$APP_SOCK" http://stack/health
     log "gunicorn: started"

@@ -18,11 +18,11 @@ import psycopg2
 import pytest
 import redis
 
-import db
+from infra import db
 from app import create_app
-from cache import CAUGHT_UP
+from cache.l2 import CAUGHT_UP
 from migrate import migrate
-from relay import Relay
+from cache.relay import Relay
 from tests.conftest import stack_setting, with_database
 from tests.servers import Link, RedisServer
 

@@ -9,7 +9,7 @@ import psycopg2
 import redis
 
 from blueprints import users
-from cache import CAUGHT_UP_SECONDS
+from cache.l2 import CAUGHT_UP_SECONDS
 from tests.app.conftest import wait_applied, wait_caught_up
 from tests.helpers import eventually
 

@@ -1,5 +1,5 @@
-"""Reads of one item (item_reads.py): the views and the WSGI layer before
-Flask give the same answers, and the layer answers nothing else."""
+"""Reads of one item (cache/reads.py): the views and the fast path before
+Flask give the same answers, and the fast path answers nothing else."""
 
 import json
 import time
@@ -12,14 +12,19 @@ from flask.views import MethodView
 from flask_smorest import Api
 from werkzeug.test import Client
 
-import item_reads
 from blueprints import Blueprint
 from blueprints.users import USERS
+from cache import Levels, reads
+from cache.resources import Registry
 
 
 @pytest.fixture
 def layer(app):
-    return app.extensions["item_reads"]
+    """The fast path, among the app's WSGI layers."""
+    wsgi = app.wsgi_app
+    while not isinstance(wsgi, reads.FastItemReads):
+        wsgi = getattr(wsgi, "wsgi_app", None) or wsgi.app
+    return wsgi
 
 
 def record_calls(monkeypatch, owner, name, note):
@@ -44,7 +49,7 @@ def flask_calls(layer, monkeypatch):
 @pytest.fixture
 def lookups(layer, monkeypatch):
     """The value key of every item lookup in Redis, from either path."""
-    return record_calls(monkeypatch, layer.app.extensions["cache"], "lookup_item", lambda keys, uri: keys[0])
+    return record_calls(monkeypatch, layer.app.extensions["cache"].l2, "lookup_item", lambda keys, uri: keys[0])
 
 
 def incident_path(client):
@@ -103,7 +108,7 @@ def test_l1_may_keep_an_item_under_its_canonical_uri_only(app, client, test_redi
 def test_a_404_is_kept_only_when_the_relay_refreshes_a_deleted_item(app, client):
     for headers in ({}, {"Cache-Control": "no-cache"}, {"X-L1-Refresh": "a guess"}):
         assert "Cache-Control" not in client.get("/users/404", headers=headers).headers
-    relays = client.get("/users/404", headers={"X-L1-Refresh": item_reads.refresh_token(app)})
+    relays = client.get("/users/404", headers={"X-L1-Refresh": app.extensions["cache"].refresh_token})
     assert relays.status_code == 404 and relays.headers["Cache-Control"].startswith("s-maxage=4")
 
 
@@ -137,7 +142,7 @@ def test_writes_to_an_item_route_go_to_flask(client, flask_calls):
 
 def test_while_the_cache_reads_nothing_from_redis_it_reads_postgresql(client, layer):
     client.get("/users/1")
-    backend = layer.app.extensions["cache"]
+    backend = layer.app.extensions["cache"].l2
     backend.down_until = time.monotonic() + 30
     try:
         read = client.get("/users/1")
@@ -158,7 +163,7 @@ def test_its_answers_are_logged_like_every_other(make_app, capsys):
 
 def test_an_item_route_without_one_id_argument_stops_the_start():
     app = Flask(__name__)
-    app.extensions["cache"] = SimpleNamespace(enabled=True)
+    app.extensions["cache"] = Levels(Registry(), SimpleNamespace(enabled=True), "")
     app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
     blp = Blueprint("things", __name__)
 
@@ -170,4 +175,4 @@ def test_an_item_route_without_one_id_argument_stops_the_start():
 
     Api(app).register_blueprint(blp)
     with pytest.raises(RuntimeError, match="things.ThingById: item_of needs a route with one argument"):
-        item_reads.init_app(app)
+        reads.init_app(app)

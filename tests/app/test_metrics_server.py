@@ -1,4 +1,4 @@
-"""What a part serves in multiprocess mode (metrics_server.py): the sum over
+"""What a part serves in multiprocess mode (infra/metrics_server.py): the sum over
 its processes, and of the live gauges only those of processes still running."""
 
 import os
@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import metrics_server
+from infra import metrics_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # A process of the part holding one pooled connection until it is killed.
 HOLDS_A_CONNECTION = """
 import sys
-import metrics
-metrics.POOL_IN_USE.inc()
+from infra import metrics
+metrics.recording().POOL_IN_USE.inc()
 print("holding", flush=True)
 sys.stdin.read()
 """

@@ -15,8 +15,8 @@ import pytest
 from flask_jwt_extended import create_access_token
 from werkzeug.security import generate_password_hash
 
-import db
-import tasks
+from infra import db
+from infra import tasks
 from blueprints.accounts import access_token
 from tests.app.conftest import wait_applied
 from tests.helpers import assert_error, eventually

@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from cache import CAUGHT_UP_SECONDS
-from responses import L1_FRESH_SECONDS, L1_IF_ERROR_SECONDS, L1_REFRESH_SECONDS
+from cache.l2 import CAUGHT_UP_SECONDS
+from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, IF_ERROR_SECONDS as L1_IF_ERROR_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
 from tests.coherence import Checker
 from tests.servers import Link
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from blueprints.users import USERS
-from responses import L1_FRESH_SECONDS, L1_IF_ERROR_SECONDS, L1_REFRESH_SECONDS
+from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, IF_ERROR_SECONDS as L1_IF_ERROR_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
 from tests.faults.conftest import wait_until
 from tests.faults.load import FRESH, Client, Load, lost_writes, stale_l2_entries
 

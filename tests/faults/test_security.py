@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from responses import L1_FRESH_SECONDS, L1_REFRESH_SECONDS
+from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
 from tests.faults.conftest import ROOT
 from tests.faults.load import FRESH, Client
 from tests.helpers import eventually

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from cache import CAUGHT_UP_SECONDS
-from responses import L1_FRESH_SECONDS, L1_REFRESH_SECONDS
+from cache.l2 import CAUGHT_UP_SECONDS
+from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
 from tests.coherence import Checker
 
 SECONDS = 25

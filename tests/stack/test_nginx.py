@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import settings
+from infra import settings
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,6 @@ import time
 
 from flask import request
 
-import metrics
-
 log = logging.getLogger("api.request")
 _clock = [0, ""]  # the second last formatted, and its text: one strftime a second
 
@@ -61,23 +59,32 @@ def route_label(rule):
     return label
 
 
-def _note_route():
-    """Flask's part: the rule it matched, for the request's sample (the item
-    reads' fast path notes its own, item_reads.py)."""
-    request.environ["api.route"] = request.url_rule.rule if request.url_rule else "unmatched"
+# The one key a layer inside sets in the WSGI environ: the route template
+# that answered, which the request log outside reads for the request's sample.
+# Flask sets it (note_flask_route), the cache's fast path too (cache/reads.py).
+ROUTE_KEY = "api.route"
+
+
+def note_route(environ, rule):
+    environ[ROUTE_KEY] = rule
+
+
+def note_flask_route():
+    """Flask's part: the rule it matched, for the request's sample."""
+    note_route(request.environ, request.url_rule.rule if request.url_rule else "unmatched")
 
 
 class RequestLog:
     """WSGI middleware: one JSON line per request, in the shape of every other
-    line, and its sample in api_request_duration_seconds (metrics.py).
+    line, and its sample in api_request_duration_seconds (infra/metrics.py).
 
-    A middleware rather than Flask hooks and the logging machinery: those cost
-    a fifth of a cached GET (LogRecord, handler lock, context-local lookups).
-    It sits inside ProxyFix, so the client is the address nginx reported.
+    A middleware rather than Flask hooks and the logging machinery: those
+    cost a large share of a cached GET (LogRecord, handler lock, context-local
+    lookups). It sits inside ProxyFix, so the client is the address nginx reported.
     """
 
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
+    def __init__(self, wsgi_app, metrics):
+        self.wsgi_app, self.metrics = wsgi_app, metrics
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -90,8 +97,8 @@ class RequestLog:
         body = self.wsgi_app(environ, capture_status)
         seconds, status = time.perf_counter() - started, statuses[-1][:3] if statuses else "500"
         method = environ.get("REQUEST_METHOD")
-        route = route_label(environ.get("api.route", "unmatched"))
-        metrics.REQUESTS.labels(method if method in _METHODS else "OTHER", route, status).observe(seconds)
+        route = route_label(environ.get(ROUTE_KEY, "unmatched"))
+        self.metrics.REQUESTS.labels(method if method in _METHODS else "OTHER", route, status).observe(seconds)
         if log.isEnabledFor(logging.INFO):
             self._write(environ, int(status), seconds)
         return body
@@ -118,5 +125,5 @@ class RequestLog:
 
 def init_app(app):
     # First of the hooks: a request another one refuses (a 429) has its route too.
-    app.before_request_funcs.setdefault(None, []).insert(0, _note_route)
-    app.wsgi_app = RequestLog(app.wsgi_app)
+    app.before_request_funcs.setdefault(None, []).insert(0, note_flask_route)
+    app.wsgi_app = RequestLog(app.wsgi_app, app.extensions["metrics"])

@@ -4,13 +4,15 @@ Connections are opened lazily, after gunicorn has forked its workers, never at
 import time. They run in autocommit mode, so a read or a one-statement write
 (``write_one``) costs one round trip; several statements go through ``transaction()``.
 
-What a write changed in the cached tables is told to the callbacks of
-``after_commit`` once it has committed: the tables' triggers (init.sql,
-note_cache_changes) report it to this session as a notice, because the
-connections set ``api.report_changes``.
+What a write changed in the cached tables reaches the cache levels through
+the two hooks ``init_app`` is given (app.py passes cache/changes.py's): the
+tables' triggers (init.sql, note_cache_changes) report each change to this
+session as a notice, because the connections set ``api.report_changes``;
+``reports()`` becomes each connection's notice list and keeps them, and once
+the statement or transaction has committed, ``after_commit(changes)`` gets
+what it changed.
 """
 
-import json
 import logging
 import os
 import select
@@ -23,34 +25,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from flask import current_app, g
 
-import metrics
-
 log = logging.getLogger(__name__)
-
-
-# The notice note_cache_changes (init.sql) sends: "NOTICE:  cache changes {json}".
-_CHANGES_NOTICE = "cache changes "
-
-
-class ChangeReports:
-    """Takes the place of a connection's ``notices`` list: keeps the changes
-    the capture triggers report ({table: [keys]}) and drops every other notice."""
-
-    def __init__(self):
-        self.changes = {}
-
-    def append(self, notice):
-        _, found, payload = notice.partition(_CHANGES_NOTICE)
-        if found:
-            try:
-                report = json.loads(payload)
-                self.changes.setdefault(report["table"], []).extend(report["keys"])
-            except (ValueError, KeyError, TypeError):  # psycopg2 would drop the error silently
-                log.error("unreadable change report (the relay still applies it): %r", notice)
-
-    def take(self):
-        changes, self.changes = self.changes, {}
-        return changes
 
 
 class PoolTimeout(Exception):
@@ -64,7 +39,8 @@ class ConnectionPool:
     waiting, and cannot drop its idle connections when the server restarts.
     """
 
-    def __init__(self, size, dsn, **connect_kwargs):
+    def __init__(self, size, dsn, metrics, reports, **connect_kwargs):
+        self._metrics, self._reports = metrics, reports
         self._slots = threading.BoundedSemaphore(size)
         self._idle = []
         self._lock = threading.Lock()
@@ -74,11 +50,11 @@ class ConnectionPool:
     def acquire(self, timeout):
         waited = time.perf_counter()
         if not self._slots.acquire(timeout=timeout):
-            metrics.POOL_TIMEOUTS.inc()
+            self._metrics.POOL_TIMEOUTS.inc()
             raise PoolTimeout()
         try:
-            metrics.POOL_WAIT.observe(time.perf_counter() - waited)
-            metrics.POOL_IN_USE.inc()
+            self._metrics.POOL_WAIT.observe(time.perf_counter() - waited)
+            self._metrics.POOL_IN_USE.inc()
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is not None and not _hung_up(conn):
@@ -90,11 +66,11 @@ class ConnectionPool:
                 self.discard_idle()
             conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
             conn.autocommit = True
-            conn.notices = ChangeReports()
+            conn.notices = self._reports()
             return conn
         except BaseException:
             self._slots.release()  # first: whatever else fails, the slot is back
-            metrics.POOL_IN_USE.dec()
+            self._metrics.POOL_IN_USE.dec()
             raise
 
     def release(self, conn):
@@ -110,7 +86,7 @@ class ConnectionPool:
                     self._idle.append(conn)
         finally:
             self._slots.release()
-            metrics.POOL_IN_USE.dec()
+            self._metrics.POOL_IN_USE.dec()
 
     def discard_idle(self):
         with self._lock:
@@ -145,22 +121,25 @@ def _is_broken(conn):
 def _pool():
     """This process's pool for the current app, created on first use after fork."""
     app = current_app._get_current_object()
-    pid, pool = app.extensions.get("db_pool", (None, None))
+    state = app.extensions["db"]
+    pid, pool = state["pool"]
     if pid != os.getpid():
-        with app.extensions["db_pool_lock"]:
-            pid, pool = app.extensions.get("db_pool", (None, None))
+        with state["lock"]:
+            pid, pool = state["pool"]
             if pid != os.getpid():
                 cfg = app.config
                 pool = ConnectionPool(
                     cfg["DB_POOL_SIZE"],
                     cfg["DATABASE_URL"],
+                    app.extensions["metrics"],
+                    state["reports"],
                     connect_timeout=cfg["DB_CONNECT_TIMEOUT"],
                     options=f"-c statement_timeout={cfg['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC"
                     " -c api.report_changes=on",
                     application_name="api",
                     cursor_factory=psycopg2.extras.RealDictCursor,
                 )
-                app.extensions["db_pool"] = (os.getpid(), pool)
+                state["pool"] = (os.getpid(), pool)
     return pool
 
 
@@ -223,20 +202,16 @@ def transaction():
     _committed(conn)
 
 
-def after_commit(app, callback):
-    """Call ``callback(changes)`` after each commit that changed cached tables:
-    ``changes`` is {table: [primary keys as text]}."""
-    app.extensions["db_after_commit"].append(callback)
-
-
 def _committed(conn):
     if conn.notices.changes:
-        changes = conn.notices.take()
-        for callback in current_app.extensions["db_after_commit"]:
-            callback(changes)
+        current_app.extensions["db"]["after_commit"](conn.notices.take())
 
 
-def init_app(app):
-    app.extensions["db_pool_lock"] = threading.Lock()
-    app.extensions["db_after_commit"] = []
+def init_app(app, reports, after_commit):
+    """``reports()``: a new connection's notice list, which keeps what the
+    capture triggers report in ``changes`` and gives it up with ``take()``;
+    ``after_commit(changes)``: called after each commit that changed cached
+    tables, with {table: [primary keys as text]}."""
+    app.extensions["db"] = {"pool": (None, None), "lock": threading.Lock(),
+                            "reports": reports, "after_commit": after_commit}
     app.teardown_appcontext(_release_db)

@@ -1,7 +1,8 @@
 """Every setting the service reads from its environment: name, default and type.
 
 Nothing else in the project reads ``os.environ``. ``.env.example`` documents
-each variable; gunicorn.conf.py reads its own knobs through this module too.
+each variable; gunicorn.conf.py and infra/metrics_server.py read their own
+knobs through this module too.
 """
 
 import os
@@ -24,6 +25,10 @@ def _float(name, default):
     return float(os.environ.get(name) or default)
 
 
+def _bool(name, default):
+    return _str(name, default).lower() in ("1", "true", "yes")
+
+
 def web_settings():
     """gunicorn's knobs (read by gunicorn.conf.py before the app exists)."""
     return {
@@ -38,10 +43,10 @@ def web_settings():
 
 
 def metrics_settings():
-    """Where each part serves its Prometheus metrics (metrics.py): host:port,
-    never nginx's public port; empty serves none."""
+    """Where each part serves its Prometheus metrics (infra/metrics_server.py):
+    host:port, never nginx's public port; empty serves none."""
     return {
-        "enabled": _str("METRICS_ENABLED", "true").lower() in ("1", "true", "yes"),
+        "enabled": _bool("METRICS_ENABLED", "true"),
         "app_bind": _str("APP_METRICS_BIND", "127.0.0.1:9101"),
         "relay_bind": _str("RELAY_METRICS_BIND", "127.0.0.1:9102"),
         "worker_bind": _str("WORKER_METRICS_BIND", "127.0.0.1:9103"),
@@ -57,6 +62,8 @@ def app_settings():
         # No usable default: production refuses to start without a real one.
         "SECRET_KEY": _str("SECRET_KEY", ""),
         "LOG_LEVEL": _str("LOG_LEVEL", "INFO"),
+        # false records no metric (infra/metrics.py) and serves none.
+        "METRICS_ENABLED": metrics_settings()["enabled"],
         # libpq connection string or URI; a unix-socket host works too.
         # The app's role, which may only read and write rows (migrate.py gives it them).
         "DATABASE_URL": _str("DATABASE_URL", "postgresql://api@localhost:5432/app"),
@@ -74,10 +81,10 @@ def app_settings():
         # Celery's broker; empty means REDIS_URL.
         "CELERY_BROKER_URL": _str("CELERY_BROKER_URL", ""),
         # false turns L2 off (benchmarks, debugging): set it alike on every instance.
-        "CACHE_ENABLED": _str("CACHE_ENABLED", "true").lower() in ("1", "true", "yes"),
+        "CACHE_ENABLED": _bool("CACHE_ENABLED", "true"),
         "CACHE_TTL": _int("CACHE_TTL", 60),
         # What L2 stores at most: a larger value is served from PostgreSQL,
-        # and lists past the count wait for the next change (cache.py).
+        # and lists past the count wait for the next change (cache/l2.py).
         "CACHE_MAX_VALUE_BYTES": _int("CACHE_MAX_VALUE_BYTES", 64 * 1024),
         "CACHE_MAX_LISTS": _int("CACHE_MAX_LISTS", 256),
         # Redis answers in well under a millisecond; past this it counts as down.

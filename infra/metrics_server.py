@@ -1,4 +1,4 @@
-"""Serves a part's metrics (metrics.py) to Prometheus, on a port of its own
+"""Serves a part's metrics (infra/metrics.py) to Prometheus, on a port of its own
 (``APP_METRICS_BIND``, ``RELAY_METRICS_BIND``, ``WORKER_METRICS_BIND``),
 never nginx's public one, so nothing of it passes through L1.
 
@@ -18,7 +18,7 @@ import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
-import settings
+from infra import settings
 
 log = logging.getLogger(__name__)
 

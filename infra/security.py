@@ -8,8 +8,8 @@ from flask_jwt_extended import JWTManager, current_user
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-import db
-from errors import error_response
+from infra import db
+from infra.errors import error_response
 
 jwt = JWTManager()
 # remote_addr is the client as nginx saw it: ProxyFix trusts exactly one hop.

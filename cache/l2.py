@@ -1,15 +1,5 @@
-"""L2: Redis cache-aside over declared resources, fail-open. The only module that talks to Redis for caching.
-
-Each cached resource is declared once (``Resource``, by its blueprint): its
-namespace, the table whose rows are its items, how an item is loaded and
-whether it has cached lists. Its keys, each behind the ``FORMAT`` prefix:
-
-``ns:item:ID``       an item's cached body, ``CACHE_TTL`` seconds
-``ns:item:ID:ver``   a token replaced by every change of the item
-``ns:item:ID:l1``    set while L1 may hold the item (under its one canonical URI), for the relay to refresh
-``ns:gen``           the list generation; one INCR retires every cached list
-``ns:list:GEN:Q``    a list body for query ``Q`` under generation ``GEN``
-``ns:lists:GEN``     how many lists generation ``GEN`` has stored
+"""L2: Redis cache-aside over the declared resources (cache/resources.py),
+fail-open. The only module that talks to Redis for caching.
 
 What one client can make L2 hold is bounded: a value over
 ``CACHE_MAX_VALUE_BYTES`` is served but not stored, and a generation stores
@@ -17,16 +7,11 @@ at most ``CACHE_MAX_LISTS`` lists each ``CACHE_TTL`` (any cursor and page
 size make a new query); past that, lists come from PostgreSQL until a change
 starts a new generation.
 
-Invalidation comes from the database, not from the views: a trigger notes
-every committed change of a cached table (init.sql), and ``apply`` turns the
-changes into invalidations twice: at once, after the commit of the request
-or task that wrote (``db.after_commit``), and durably, by the relay
-(relay.py), which reads the noted changes until Redis has taken them.
-
-L2 is read only while ``CAUGHT_UP`` exists: the relay sets it, for
-``CAUGHT_UP_SECONDS``, each time it has applied every change committed before
-it looked. So no answer from L2 is more than that behind the database,
-whatever died or was cut off: the writer, the relay, or their links to Redis.
+L2 is read only while ``CAUGHT_UP`` exists: the relay (cache/relay.py) sets
+it, for ``CAUGHT_UP_SECONDS``, each time it has applied every change
+committed before it looked. So no answer from L2 is more than that behind
+the database, whatever died or was cut off: the writer, the relay, or their
+links to Redis.
 
 The refill race (a reader loads a row, a writer commits and invalidates, the
 reader then stores the row it loaded) is closed without locks: a reader notes
@@ -49,16 +34,15 @@ import time
 import redis
 from flask import current_app
 
-import db
-import metrics
-
 log = logging.getLogger(__name__)
-
-HIT, MISS, DOWN, OFF = "HIT", "MISS", "DOWN", "OFF"
 
 # Part of every key: bump it when the cached format changes, so a deploy never
 # serves bodies an older release stored.
 FORMAT = "v1"
+
+HIT, MISS, DOWN, OFF = "HIT", "MISS", "DOWN", "OFF"
+# The response header that says which of those L2 did.
+HEADER = "X-Cache-L2"
 
 # Outlives any load that started before a write (statement_timeout is seconds).
 VERSION_TTL = 300
@@ -68,7 +52,7 @@ CAUGHT_UP = f"{FORMAT}:relay:caught-up"
 CAUGHT_UP_SECONDS = 1.0
 
 # How long an item is marked as possibly held by L1: longer than any L1
-# entry lives (responses.L1_CACHEABLE) plus the slowest request.
+# entry lives (cache/l1.py, CACHEABLE) plus the slowest request.
 L1_MARK_TTL = 60
 
 # KEYS: value, version, L1 mark, caught-up. ARGV: how long to mark the item
@@ -118,46 +102,17 @@ return 1
 """
 
 
-class Resource:
-    """A cached resource: its items are the rows of ``table``, each named by
-    its primary key (the key the table's trigger notes), and ``load(id)``
-    gives an item's JSON text, or None when there is none.
-
-    ``lists``: the resource has cached lists, which any change retires.
-    ``public``: anyone may read an item, so L1 may keep it (and the relay refreshes it there).
-    Declared by a blueprint with ``Blueprint.cached_resource``.
-    """
-
-    def __init__(self, ns, table, load, lists=False, public=True):
-        self.ns, self.table, self.load, self.lists, self.public = ns, table, load, lists, public
-        # (endpoint, argument) of the view that reads an item: its canonical
-        # URI, the one L1 keeps (item_reads.py sets it from the declarations).
-        self.item_route = None
-
-    def item_keys(self, item_id):
-        """The keys of one item: value, version token, L1 mark."""
-        key = f"{FORMAT}:{self.ns}:item:{item_id}"
-        return key, f"{key}:ver", f"{key}:l1"
-
-    @property
-    def generation_key(self):
-        return f"{FORMAT}:{self.ns}:gen"
-
-    def list_key_parts(self, query):
-        """A list key is prefix + generation + suffix."""
-        return f"{FORMAT}:{self.ns}:list:", f":{query}"
-
-    def list_count_key(self, gen):
-        return f"{FORMAT}:{self.ns}:lists:{gen}"
-
-    def __repr__(self):
-        return f"Resource({self.ns!r})"
+def of_app():
+    """The current app's L2."""
+    return current_app.extensions["cache"].l2
 
 
-class _Backend:
-    """One app's Redis settings and scripts, each thread's connection, and when reads may try Redis again."""
+class L2:
+    """One app's L2: its Redis settings and scripts, each thread's connection,
+    and when reads may try Redis again."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, metrics):
+        self._metrics = metrics
         self._url = cfg["REDIS_URL"]
         self._timeout = cfg["CACHE_TIMEOUT"]
         self._local = threading.local()
@@ -241,12 +196,12 @@ class _Backend:
         return self.enabled and time.monotonic() >= self.down_until
 
     def read(self, lookup):
-        """``lookup(self)``'s result, or None when reads are off or Redis fails
+        """``lookup()``'s result, or None when reads are off or Redis fails
         (which pauses reads for ``retry_after``)."""
         if not self.readable():
             return None
         try:
-            return lookup(self)
+            return lookup()
         except redis.RedisError as error:
             self.failed("read", error)
             return None
@@ -270,61 +225,43 @@ class _Backend:
         marks = self.client.mget([resource.item_keys(item_id)[2] for resource, item_id in items])
         return [item for item, mark in zip(items, marks) if mark is not None]
 
+    def caught_up(self):
+        """Whether the relay's last "caught up" still holds; raises redis.RedisError."""
+        return bool(self.client.exists(CAUGHT_UP))
+
     def mark_caught_up(self, seconds):
         self.client.set(CAUGHT_UP, b"1", px=max(1, int(seconds * 1000)))
 
     def failed(self, action, error):
-        metrics.REDIS_ERRORS.labels(action).inc()
+        self._metrics.REDIS_ERRORS.labels(action).inc()
         if self.readable():
             log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
         self.down_until = time.monotonic() + self.retry_after
 
-
-class Cache:
-    """Cache-aside over each app's Redis (``init_app``); the app is the current one."""
-
-    def init_app(self, app):
-        app.extensions["cache"] = _Backend(app.config)
-        app.extensions["cache_resources"] = {}  # table -> [Resource]: see register
-        db.after_commit(app, self.apply_quietly)
-
-    @staticmethod
-    def register(app, resource):
-        app.extensions["cache_resources"].setdefault(resource.table, []).append(resource)
-
-    @staticmethod
-    def backend():
-        return current_app.extensions["cache"]
-
-    def client(self):
-        """The raw Redis client (for health checks)."""
-        return self.backend().client
-
     def _cache_aside(self, resource, lookup, load, store):
         """(value, L2 status) of one read of ``resource``, counted in
-        api_l2_reads_total. ``lookup(backend)`` gives (cached value or None,
-        token), or None when L2 may not be read; ``store(backend, token,
-        value)`` keeps a loaded value."""
+        api_l2_reads_total. ``lookup()`` gives (cached value or None, token),
+        or None when L2 may not be read; ``store(token, value)`` keeps a
+        loaded value."""
         value, status = self._read_through(lookup, load, store)
-        metrics.L2_READS.labels(resource.ns, status.lower()).inc()
+        self._metrics.L2_READS.labels(resource.ns, status.lower()).inc()
         return value, status
 
     def _read_through(self, lookup, load, store):
-        backend = self.backend()
-        if not backend.enabled:
+        if not self.enabled:
             return load(), OFF
-        found = backend.read(lookup)
+        found = self.read(lookup)
         if found is None:
             return load(), DOWN
         cached, token = found
         if cached is not None:
             return cached.decode(), HIT
         value = load()
-        if value is not None and backend.storable(value):
+        if value is not None and self.storable(value):
             try:
-                store(backend, token, value)
+                store(token, value)
             except redis.RedisError as error:
-                backend.failed("store", error)
+                self.failed("store", error)
         return value, MISS
 
     def item(self, resource, item_id, l1_mark=False):
@@ -336,52 +273,16 @@ class Cache:
         keys = resource.item_keys(item_id)
         return self._cache_aside(
             resource,
-            lambda backend: backend.lookup_item(keys, l1_mark),
+            lambda: self.lookup_item(keys, l1_mark),
             lambda: resource.load(item_id),
-            lambda backend, version, value: backend.store_item(keys, version, value),
+            lambda version, value: self.store_item(keys, version, value),
         )
 
     def listing(self, resource, query, load):
         """(value, L2 status) of one list query of ``resource``; ``load()`` returns str."""
         return self._cache_aside(
             resource,
-            lambda backend: backend.lookup_list(resource, query),
+            lambda: self.lookup_list(resource, query),
             load,
-            lambda backend, gen, value: backend.store_list(resource, query, gen, value),
+            lambda gen, value: self.store_list(resource, query, gen, value),
         )
-
-    def _targets(self, changes):
-        """The (resource, id) items and the list-owning resources that
-        ``changes`` ({table: [keys]}) invalidate."""
-        resources = current_app.extensions["cache_resources"]
-        items, lists = [], set()
-        for table, keys in changes.items():
-            for resource in resources.get(table, ()):
-                items += [(resource, key) for key in keys]
-                if resource.lists:
-                    lists.add(resource)
-        return items, lists
-
-    def apply(self, changes):
-        """Invalidate what ``changes`` touched, and return its (resource, id)
-        items; raises redis.RedisError if Redis did not take it."""
-        items, lists = self._targets(changes)
-        if (items or lists) and self.backend().enabled:
-            self.backend().invalidate(items, lists)
-        return items
-
-    def apply_quietly(self, changes):
-        """``apply`` right after a commit. A failure is logged and left to the
-        relay, which applies every change durably; meanwhile L2 is not read
-        past its caught-up second."""
-        backend = self.backend()
-        if not backend.enabled:
-            return
-        try:
-            self.apply(changes)
-        except redis.RedisError as error:
-            log.error("redis invalidation failed, left to the relay: %s", error)
-            backend.failed("invalidate", error)
-
-
-cache = Cache()

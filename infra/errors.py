@@ -1,8 +1,12 @@
-"""One error shape for the whole API: ``{"code", "status", "message", "errors"}``.
+"""The API's one error shape, ``{"code", "status", "message", "errors"}``, and
+every error the app answers.
 
-flask-smorest renders every HTTPException (404, 405, 422, abort(...), and the
-500 that wraps an unhandled exception) in that shape. This module adds what it
-does not cover: database and pool errors, and 415 for bodies that are not JSON.
+``error_body`` is its one definition. Everything that answers an error writes
+it: the app's handlers here (every HTTPException, which ``abort(...)``,
+routing, validation and the 500 of an unhandled exception raise; database and
+pool errors), the cache's fast path (cache/reads.py) and gunicorn's own
+refusals (gunicorn.conf.py). nginx writes its own errors from a template
+(nginx/cache.conf), which the stack tests check against this definition.
 Responses never carry SQL, driver messages or stack traces: those go to the log.
 """
 
@@ -13,13 +17,13 @@ import re
 import psycopg2
 import psycopg2.errors
 from flask import current_app, request
-from flask_smorest import abort
+from flask_smorest import Api, abort
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.http import HTTP_STATUS_CODES
 
-import metrics
-from db import PoolTimeout
-from responses import error_body, json_response
+from infra.db import PoolTimeout
+from infra.responses import json_response, to_json
 
 log = logging.getLogger(__name__)
 
@@ -116,26 +120,51 @@ def _has_lone_surrogate(raw, data):
     return False
 
 
-def error_response(code, message, headers=None):
-    return json_response(error_body(code, message), status=code, headers=headers)
+def error_body(code, message=None, errors=None):
+    """The API's one error shape (flask-smorest's, whose ErrorSchema documents
+    it): {"code", "status", "message", "errors"}, the last two when given."""
+    body = {"code": code, "status": HTTP_STATUS_CODES.get(code, "Error")}
+    if message is not None:
+        body["message"] = message
+    if errors is not None:
+        body["errors"] = errors
+    return to_json(body)
+
+
+def error_response(code, message=None, headers=None, errors=None):
+    return json_response(error_body(code, message, errors), status=code, headers=headers)
+
+
+class ErrorShapedApi(Api):
+    """flask-smorest's Api, whose handler of every HTTPException answers
+    ``error_body`` (what ``abort(code, message=..., errors=...)`` gave it)."""
+
+    def handle_http_exception(self, error):
+        data = getattr(error, "data", None) or {}
+        return error_response(error.code, data.get("message"), data.get("headers"),
+                              data.get("errors", data.get("messages")))
+
+
+def _count(kind):
+    current_app.extensions["metrics"].POSTGRES_ERRORS.labels(kind).inc()
 
 
 def handle_database_error(error):
     if isinstance(error, psycopg2.errors.UniqueViolation):
-        metrics.POSTGRES_ERRORS.labels("conflict").inc()
+        _count("conflict")
         constraint = error.diag.constraint_name
         return error_response(409, CONFLICT_MESSAGES.get(constraint, "This record already exists."))
     if isinstance(error, psycopg2.errors.ForeignKeyViolation):
-        metrics.POSTGRES_ERRORS.labels("conflict").inc()
+        _count("conflict")
         return error_response(409, "The record refers to, or is referred to by, another record.")
     if isinstance(error, psycopg2.DataError):
-        metrics.POSTGRES_ERRORS.labels("data").inc()
+        _count("data")
         return error_response(422, "A value is out of range or malformed.")
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        metrics.POSTGRES_ERRORS.labels("unavailable").inc()
+        _count("unavailable")
         log.error("database unavailable: %s", error)
         return error_response(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})
-    metrics.POSTGRES_ERRORS.labels("other").inc()
+    _count("other")
     log.exception("database error")
     return error_response(500, "Internal server error.")
 

@@ -1,0 +1,71 @@
+"""Change capture: where a committed change becomes invalidations.
+
+A trigger on every cached table (init.sql, note_cache_changes) notes each
+change in ``cache_changes``, inside the writing transaction, and, on a
+connection that set ``api.report_changes`` (the app's and the worker's:
+infra/db.py), also reports it to the session as a notice. So each change is
+applied twice, and neither needs a call someone must remember to place:
+
+- at once, after the commit of the request or task that wrote: infra/db.py
+  keeps the reports in ``ChangeReports`` and, once committed, calls
+  ``invalidate_after_commit`` (app.py hands both to ``db.init_app``);
+- durably, by the relay (cache/relay.py), which reads ``cache_changes`` and
+  calls ``invalidate`` until Redis has taken them, then has L1 refresh the
+  changed items it may hold.
+"""
+
+import json
+import logging
+
+import redis
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+# The notice note_cache_changes (init.sql) sends: "NOTICE:  cache changes {json}".
+_CHANGES_NOTICE = "cache changes "
+
+
+class ChangeReports:
+    """Takes the place of a connection's ``notices`` list: keeps the changes
+    the capture triggers report ({table: [keys]}) and drops every other notice."""
+
+    def __init__(self):
+        self.changes = {}
+
+    def append(self, notice):
+        _, found, payload = notice.partition(_CHANGES_NOTICE)
+        if found:
+            try:
+                report = json.loads(payload)
+                self.changes.setdefault(report["table"], []).extend(report["keys"])
+            except (ValueError, KeyError, TypeError):  # psycopg2 would drop the error silently
+                log.error("unreadable change report (the relay still applies it): %r", notice)
+
+    def take(self):
+        changes, self.changes = self.changes, {}
+        return changes
+
+
+def invalidate(changes):
+    """Invalidate in L2 what ``changes`` ({table: [keys]}) touched, and return
+    its (resource, id) items; raises redis.RedisError if Redis did not take it."""
+    levels = current_app.extensions["cache"]
+    items, lists = levels.resources.touched_by(changes)
+    if (items or lists) and levels.l2.enabled:
+        levels.l2.invalidate(items, lists)
+    return items
+
+
+def invalidate_after_commit(changes):
+    """``invalidate`` right after a commit. A failure is logged and left to the
+    relay, which applies every change durably; meanwhile L2 is not read past
+    its caught-up second."""
+    l2 = current_app.extensions["cache"].l2
+    if not l2.enabled:
+        return
+    try:
+        invalidate(changes)
+    except redis.RedisError as error:
+        log.error("redis invalidation failed, left to the relay: %s", error)
+        l2.failed("invalidate", error)

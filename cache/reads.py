@@ -1,0 +1,122 @@
+"""Where a cached read is answered: an item (by its view, or before Flask by
+the fast path) and a list, from L2, else PostgreSQL, with what L1 may keep.
+
+``answer`` is the whole of an item read: L2 (cache/l2.py), and what L1 may
+keep (cache/l1.py). A view declares itself the read of a resource's item
+with ``Blueprint.item_of`` (cache/resources.py), and that declaration is all
+the fast path reads: it matches routes with Flask's URL map, so both paths
+answer one route table from one cache.
+
+The fast path (``FastItemReads``) answers ``GET``/``HEAD`` of those routes
+with no query string and no ``Authorization`` header (an authorized answer
+must say ``private``), hits and misses alike, at a fraction of Flask's cost
+(make bench, docs/benchmarks.md). Everything else goes to Flask, and so does
+a read whose database call fails, for Flask's error handlers to answer.
+"""
+
+import hmac
+
+import psycopg2
+from flask import Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from cache import l1, l2
+from infra import db, request_log
+from infra.errors import error_body
+from infra.responses import json_response, unpack
+
+_READS = ("GET", "HEAD")
+_STATUS_LINES = {200: "200 OK", 404: "404 NOT FOUND"}
+
+
+def answer(resource, item_id, missing, request_uri="", refresh_token_sent=""):
+    """(status, headers, body) of a read of one item of ``resource``.
+
+    ``missing``: the 404's message, with ``{}`` for the id. ``request_uri``:
+    as the client sent it; L1 may keep the answer only if it is the item's
+    canonical URI. ``refresh_token_sent``: the request's l1.REFRESH_HEADER.
+    """
+    levels = current_app.extensions["cache"]
+    canonical = resource.public and request_uri == levels.resources.canonical_uri(resource, item_id)
+    body, l2_status = levels.l2.item(resource, item_id, l1_mark=canonical)
+    if body is None:
+        refresh = canonical and hmac.compare_digest(refresh_token_sent, levels.refresh_token)
+        status, body, cacheable = 404, error_body(404, missing.format(item_id)), refresh
+    else:
+        status, cacheable = 200, canonical
+    body = (body + "\n").encode()  # JSON answers end with a newline, as Flask's do
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), (l2.HEADER, l2_status)]
+    if cacheable:
+        headers.append(l1.CACHEABLE)
+    return status, headers, body
+
+
+def item_response(resource, item_id, missing):
+    """This request's read of one item of ``resource`` (``answer``), through Flask."""
+    # L1 never stores an authorized answer (nginx/cache.conf): nothing to mark for it.
+    uri = "" if "Authorization" in request.headers else l1.request_uri(request.environ)
+    status, headers, body = answer(resource, item_id, missing, request_uri=uri,
+                                   refresh_token_sent=request.headers.get(l1.REFRESH_HEADER, ""))
+    return Response(body, status, headers)
+
+
+def list_response(resource, query, load):
+    """A list's JSON response, with its headers, from L2 or from ``load()`` (a ``pack``ed page)."""
+    packed, l2_status = l2.of_app().listing(resource, query, load)
+    body, headers = unpack(packed)
+    response = json_response(body, headers=headers)
+    response.headers[l2.HEADER] = l2_status
+    if resource.public:
+        response.headers.set(*l1.CACHEABLE)
+    return response
+
+
+class FastItemReads:
+    """WSGI middleware around Flask's own ``wsgi_app``: anonymous reads of
+    the declared item routes answered before Flask."""
+
+    def __init__(self, app, wsgi_app, item_views):
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.item_views = item_views  # endpoint -> (resource, missing, id argument)
+        # One adapter for every request: matching reads the map and changes nothing.
+        self.routes = app.extensions["cache"].resources.urls
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if method in _READS and not environ.get("QUERY_STRING") and "HTTP_AUTHORIZATION" not in environ:
+            read = self._item_read(environ)
+            if read is not None:
+                try:
+                    with self.app.app_context():
+                        status, headers, body = answer(
+                            *read, request_uri=l1.request_uri(environ),
+                            refresh_token_sent=environ.get(l1.REFRESH_ENVIRON, ""),
+                        )
+                except (db.PoolTimeout, psycopg2.Error):
+                    return self.wsgi_app(environ, start_response)  # Flask's error handlers answer
+                start_response(_STATUS_LINES[status], headers)
+                return [] if method == "HEAD" else [body]
+        return self.wsgi_app(environ, start_response)
+
+    def _item_read(self, environ):
+        """(resource, id, missing) if the path is a declared item route."""
+        try:
+            rule, args = self.routes.match(environ["PATH_INFO"], method="GET", return_rule=True)
+        except HTTPException:  # no such route (or a redirect): Flask answers
+            return None
+        view = self.item_views.get(rule.endpoint)
+        if view is None:
+            return None
+        request_log.note_route(environ, rule.rule)
+        resource, missing, id_arg = view
+        return resource, args[id_arg], missing
+
+
+def init_app(app):
+    """After the blueprints: check the item views against the routes, and
+    answer anonymous item reads before Flask while L2 is on (with
+    CACHE_ENABLED=false Flask answers everything)."""
+    item_views = app.extensions["cache"].resources.bind_routes(app.url_map)
+    if app.extensions["cache"].l2.enabled:
+        app.wsgi_app = FastItemReads(app, app.wsgi_app, item_views)
