@@ -7,11 +7,13 @@ Authenticated responses are ``private, no-store`` and never enter L1
 """
 
 import json
+import logging
 import uuid
 from decimal import Decimal
 
 import marshmallow as ma
 from celery import shared_task
+import psycopg2
 from celery.signals import worker_ready
 from flask.views import MethodView
 from flask_jwt_extended import jwt_required
@@ -22,6 +24,8 @@ from cache import l2
 from infra import db, tasks
 from infra.responses import json_response, to_json
 from infra.security import current_account_id, limiter, orders_rate_limit
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders of the signed-in account")
 
@@ -250,10 +254,35 @@ def process_order(order_id):
     return "processed" if consistent else "canceled: total does not match items"
 
 
+class _Outage:
+    """Whether the sweep found PostgreSQL down last time: an outage is expected
+    now and then, and deserves one warning when it starts and one line when it
+    ends, not a traceback at every sweep."""
+
+    down = False
+
+
 @shared_task(name="orders.sweep")
 def sweep_unprocessed(min_age_seconds=30):
     """Queue again the orders nobody processed: queued while the broker was down, or lost."""
-    rows = db.fetch_all(
+    try:
+        rows = _unprocessed(min_age_seconds)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError, db.PoolTimeout) as error:
+        if not _Outage.down:
+            log.warning("orders sweep: PostgreSQL is unavailable, sweeping again once it answers: %s",
+                        " ".join(str(error).split()))
+        _Outage.down = True
+        return 0
+    if _Outage.down:
+        log.info("orders sweep: PostgreSQL answers again")
+    _Outage.down = False
+    for row in rows:
+        tasks.send("orders.process", str(row["id"]))
+    return len(rows)
+
+
+def _unprocessed(min_age_seconds):
+    return db.fetch_all(
         """
         SELECT id
         FROM orders
@@ -264,9 +293,6 @@ def sweep_unprocessed(min_age_seconds=30):
         """,
         (min_age_seconds,),
     )
-    for row in rows:
-        tasks.send("orders.process", str(row["id"]))
-    return len(rows)
 
 
 @worker_ready.connect
