@@ -6,7 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     WEB_BIND=0.0.0.0:8000
 # Metrics on the compose network only (never published): app, relay and
-# worker each in containers of their own (metrics.py).
+# worker each in containers of their own (infra/metrics_server.py).
 ENV APP_METRICS_BIND=0.0.0.0:9101 \
     RELAY_METRICS_BIND=0.0.0.0:9102 \
     WORKER_METRICS_BIND=0.0.0.0:9103

@@ -164,11 +164,11 @@ WHERE NOT EXISTS (SELECT 1 FROM incident_counts)
 GROUP BY status, source
 ON CONFLICT (status, source) DO NOTHING;
 
--- Changes of cached tables, for the cache relay (relay.py), which applies them
+-- Changes of cached tables, for the cache relay (cache/relay.py), which applies them
 -- to both cache levels and deletes them. Triggers note them inside the writing
 -- transaction, so a change is noted exactly when it commits, whoever makes it:
 -- the API, the worker, psql or a migration. The key is the row's primary key
--- as text, which is the cached item's id (cache.Resource).
+-- as text, which is the cached item's id (cache/resources.py).
 CREATE TABLE IF NOT EXISTS cache_changes (
     id          BIGSERIAL PRIMARY KEY,
     table_name  TEXT NOT NULL,
@@ -177,8 +177,8 @@ CREATE TABLE IF NOT EXISTS cache_changes (
 );
 
 -- Notes the keys a statement changed. A session that sets api.report_changes
--- (the app's, db.py) is also told them at once, as a notice, so the request
--- that wrote can invalidate L2 before it answers.
+-- (the app's, infra/db.py) is also told them at once, as a notice, so the request
+-- that wrote can invalidate L2 before it answers (cache/changes.py).
 CREATE OR REPLACE FUNCTION note_cache_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -4,7 +4,7 @@ token, and read, change or delete your own account (/api/user/me).
 Accounts are a table of their own, apart from the public users CRUD, which
 anyone may change. No API returns the password hash. A change of email or
 password raises the account's token version, which refuses every token
-issued before it (security.py); deleting the account refuses them all.
+issued before it (infra/security.py); deleting the account refuses them all.
 """
 
 import functools
@@ -143,7 +143,7 @@ class Me(MethodView):
     @blp.doc(security=BEARER_AUTH)
     def get(self):
         """Your account"""
-        return current_account()  # read with the token's check (security.py): no second read
+        return current_account()  # read with the token's check (infra/security.py): no second read
 
     @limiter.limit(auth_rate_limit)  # current_password is a password to guess
     @jwt_required()

@@ -132,7 +132,7 @@ class L2:
         """This thread's own connection to Redis, opened on first use.
 
         A connection per thread skips the pool's checkout, release and lock on
-        every call (a third of a cache hit's time in redis-py). The pid check
+        every call, a large share of a cache hit's time in redis-py. The pid check
         keeps a forked child (Celery's pool) from sharing its parent's socket.
         """
         local = self._local

@@ -100,7 +100,7 @@ def _init_limiter_for(app, blueprints):
     limits. The app-wide before_request hook serves default limits, which this
     API has none of; the after_request and teardown hooks (rate-limit headers,
     per-request state) matter only on limited blueprints. Together they cost
-    an unlimited cached GET about a fifth of its time, so they move there.
+    an unlimited cached GET a large share of its time, so they move there.
     """
     hooks = {"before": app.before_request_funcs, "after": app.after_request_funcs,
              "teardown": app.teardown_request_funcs}

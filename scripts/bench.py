@@ -108,7 +108,7 @@ class BenchStack:
 
     def _gunicorn(self, name, app, extra_env, extra_args=()):
         sock = self.dir / "bench" / f"{name}.sock"
-        # Metrics on any free port: the stack's app holds its own (metrics_server.py).
+        # Metrics on any free port: the stack's app holds its own (infra/metrics_server.py).
         env = {**self.env, **self.settings, "APP_METRICS_BIND": "127.0.0.1:0", **extra_env, "WEB_BIND": f"unix:{sock}"}
         log = open(self.dir / "bench" / f"{name}.log", "w")
         process = subprocess.Popen(
@@ -385,7 +385,7 @@ def cache_rows(runner, quick):
 
 
 def metrics_cost_rows(runner, quick):
-    """What the instrumentation costs the cache levels (README, Observability):
+    """What the instrumentation costs the cache levels (docs/observability.md):
     the L2 hit with metrics against the same app with METRICS_ENABLED=false,
     and the L1 hit while nginx writes its short log and mtail reads it, against
     neither."""
@@ -585,7 +585,7 @@ def markdown(rows, memory, tuning, meta):
 
 
 def plots(rows, directory):
-    """PNG pictures of the run beside docs/benchmarks.md (README shows them):
+    """PNG pictures of the run beside docs/benchmarks.md (docs/performance.md shows them):
     each cache level against its baseline, and list latency against table size."""
     import matplotlib  # noqa: PLC0415 (only when pictures are written)
 

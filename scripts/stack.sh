@@ -66,7 +66,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 # Added to a stack.env written before there was one.
 state_redis_env() {
     echo "RATE_LIMIT_STORAGE_URL='unix://$STATE_REDIS_SOCK?db=0'"
-    # kombu's spelling: celery reads this variable itself, before settings.py.
+    # kombu's spelling: celery reads this variable itself, before infra/settings.py.
     echo "CELERY_BROKER_URL='redis+socket://$STATE_REDIS_SOCK?virtual_host=1'"
 }
 
@@ -81,7 +81,7 @@ database_env() {
 }
 
 # Where the app, relay and worker serve their Prometheus metrics
-# (metrics_server.py), mtail L1's, and Prometheus itself (MONITORING=1): as
+# (infra/metrics_server.py), mtail L1's, and Prometheus itself (MONITORING=1): as
 # the environment of `make up` says, or else loopback ports free when the
 # stack was made, so that stacks side by side (make up's, make test's) never
 # collide. Added to an older stack.env.
@@ -195,7 +195,7 @@ start_app() {
         return
     fi
     rm -f "$APP_SOCK"
-    # Each worker's samples, summed by the master (metrics.py): none of a previous run's.
+    # Each worker's samples, summed by the master (infra/metrics_server.py): none of a previous run's.
     fresh_dir "$STACK_DIR/app/metrics"
     PROMETHEUS_MULTIPROC_DIR=$STACK_DIR/app/metrics with_env setsid "$VENV/bin/gunicorn" -c gunicorn.conf.py --pid "$STACK_DIR/app/gunicorn.pid" "app:create_app()" \
         >>"$STACK_DIR/app/app.log" 2>&1 </dev/null &
@@ -249,7 +249,7 @@ start_monitoring() {
     local app relay worker l1 prometheus
     read -r app relay worker l1 prometheus < <(with_env sh -c "echo $(printf '$%s ' $MONITORING_BINDS)")
     # One thread: mtail reads one line at a time, and a second only adds
-    # hand-offs between CPUs (half its CPU per line, README: Observability).
+    # hand-offs between CPUs (docs/observability.md).
     GOMAXPROCS=1 setsid mtail --progs "$ROOT/monitoring" --logs "$STACK_DIR/nginx/l1.log" \
         --address "${l1%:*}" --port "${l1##*:}" --logtostderr >>"$dir/mtail.log" 2>&1 </dev/null &
     echo $! >"$dir/mtail.pid"
