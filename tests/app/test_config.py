@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flask import Flask
 
 from app import create_app
+from infra import metrics
 from migrate import INIT_SQL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +121,14 @@ def test_no_secret_is_committed():
     for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD"):
         value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
         assert value == "" or "change" in value.lower() or "example" in value.lower(), name
+
+
+def test_no_module_builds_an_app_at_import():
+    import app as app_module  # noqa: PLC0415
+
+    assert not any(isinstance(value, Flask) for value in vars(app_module).values())
+
+
+def test_each_app_has_its_own_metrics_setting(make_app):
+    assert make_app(METRICS_ENABLED=False).extensions["metrics"] is metrics.OFF
+    assert make_app(METRICS_ENABLED=True).extensions["metrics"] is metrics.recording()

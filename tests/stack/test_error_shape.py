@@ -3,12 +3,17 @@
 fast path, the token check, gunicorn's own refusals and nginx's template."""
 
 import json
+import re
 import uuid
+from pathlib import Path
 
 import pytest
+from werkzeug.http import HTTP_STATUS_CODES
 
 from infra.errors import error_body
 from tests.helpers import raw_exchange
+
+NGINX_HTTP_CONF = Path(__file__).resolve().parents[2] / "nginx" / "http.conf"
 
 MISSING_ID = 2**62
 
@@ -55,3 +60,11 @@ def test_gunicorns_own_refusal_answers_the_one_error_shape(base_url):
     lines = head.decode("latin1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
     assert_error_shape(int(lines[0].split()[1]), headers["content-type"], body, 431)
+
+
+def test_nginx_names_every_status_it_answers_as_the_app_does():
+    """The statuses nginx's template can answer, beyond those sent above."""
+    block = re.search(r"map \$status \$api_error_status \{(.*?)\}", NGINX_HTTP_CONF.read_text(), re.S).group(1)
+    names = dict(re.findall(r'^\s*(\d{3}) "([^"]*)";', block, re.M))
+    assert len(names) >= 15
+    assert {int(code): name for code, name in names.items()} == {int(code): HTTP_STATUS_CODES[int(code)] for code in names}
