@@ -10,7 +10,7 @@ answer one route table from one cache.
 The fast path (``FastItemReads``) answers ``GET``/``HEAD`` of those routes
 with no query string and no ``Authorization`` header (an authorized answer
 must say ``private``), hits and misses alike, at a fraction of Flask's cost
-(make bench, docs/benchmarks.md). Everything else goes to Flask, and so does
+(docs/performance.md). Everything else goes to Flask, and so does
 a read whose database call fails, for Flask's error handlers to answer.
 """
 
