@@ -6,6 +6,7 @@ Numbers are parsed with ``phonenumbers`` and stored in RFC 3966 form
 
 import marshmallow as ma
 import phonenumbers
+from flask import request
 from flask.views import MethodView
 from flask_smorest import abort
 
@@ -86,7 +87,7 @@ class CustomerAddresses(MethodView):
     @blp.errors(404)
     def get(self, args):
         """Get the address of a phone number"""
-        return item_response(ADDRESSES, args["phone"], MISSING)
+        return item_response(ADDRESSES, args["phone"], MISSING, request)
 
     @blp.arguments(CustomerAddressSchema)
     @blp.response(201, AddressResultSchema)

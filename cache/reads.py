@@ -17,7 +17,7 @@ a read whose database call fails, for Flask's error handlers to answer.
 import hmac
 
 import psycopg2
-from flask import Response, current_app, request
+from flask import Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from cache import l1, l2
@@ -51,8 +51,8 @@ def answer(resource, item_id, missing, request_uri="", refresh_token_sent=""):
     return status, headers, body
 
 
-def item_response(resource, item_id, missing):
-    """This request's read of one item of ``resource`` (``answer``), through Flask."""
+def item_response(resource, item_id, missing, request):
+    """``request``'s read of one item of ``resource`` (``answer``), through Flask."""
     # L1 never stores an authorized answer (nginx/cache.conf): nothing to mark for it.
     uri = "" if "Authorization" in request.headers else l1.request_uri(request.environ)
     status, headers, body = answer(resource, item_id, missing, request_uri=uri,

@@ -20,6 +20,8 @@ Its keys in Redis (cache/l2.py), each behind the ``FORMAT`` prefix:
 
 import functools
 
+import flask
+
 from cache import reads
 from cache.l2 import FORMAT
 
@@ -63,7 +65,7 @@ class Registry:
         self.by_table = {}  # table -> [Resource]
         self.item_views = {}  # endpoint -> (resource, missing): views declared with item_of
         self._item_routes = {}  # Resource -> (endpoint, argument): the canonical URI's route
-        self._urls = None  # the URL map, bound once the blueprints are registered
+        self.urls = None  # the URL map, bound once the blueprints are registered
 
     def declare(self, resource):
         self.by_table.setdefault(resource.table, []).append(resource)
@@ -75,7 +77,7 @@ class Registry:
     def bind_routes(self, url_map):
         """Check the item views against the app's routes, now rather than on a
         request; returns endpoint -> (resource, missing, id argument)."""
-        self._urls = url_map.bind("localhost")
+        self.urls = url_map.bind("localhost")
         views = {}
         for endpoint, (resource, missing) in self.item_views.items():
             arguments = {arg for rule in url_map.iter_rules(endpoint) for arg in rule.arguments}
@@ -87,10 +89,6 @@ class Registry:
             self.route_item_reads(resource, endpoint, views[endpoint][2])
         return views
 
-    @property
-    def urls(self):
-        return self._urls
-
     def has_item_route(self, resource):
         return resource in self._item_routes
 
@@ -100,7 +98,7 @@ class Registry:
         if route is None:
             return None
         endpoint, argument = route
-        return self._urls.build(endpoint, {argument: item_id})
+        return self.urls.build(endpoint, {argument: item_id})
 
     def touched_by(self, changes):
         """The (resource, id) items and the list-owning resources that
@@ -150,7 +148,7 @@ class DeclaringBlueprint:
             @functools.wraps(get)
             def view(_self, **route_args):
                 (item_id,) = route_args.values()
-                return reads.item_response(resource, item_id, missing)
+                return reads.item_response(resource, item_id, missing, flask.request)
 
             return view
 
