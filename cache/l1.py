@@ -54,23 +54,38 @@ def request_uri(environ):
 
 
 class L1Refresher:
-    """Has every nginx fetch URIs afresh, in a thread of its own so the relay
+    """Has every nginx fetch URIs afresh, in threads of its own so the relay
     never waits for it: ``Cache-Control: no-cache`` makes nginx fetch and
     store (nginx/http.conf), REFRESH_HEADER lets the app's 404 of a deleted
     item be stored too (cache/reads.py). Each URI is fetched again a second
     later, after any slow read that loaded the old row and was still on its
-    way to nginx. A refresh that fails is dropped: L1 then catches up within
-    its own 5 s bound."""
+    way to nginx. A refresh that fails is dropped: that L1 then catches up
+    within its own 5 s bound.
+
+    Which nginx: each of ``bases`` (L1_REFRESH_URLS) is ``unix:/path`` or
+    ``http://NAME:PORT``, where NAME may resolve to several addresses, one
+    per nginx of the deployment (a hosts file, compose's service name, a
+    Kubernetes headless Service, Swarm's ``tasks.NAME``). It is looked up
+    again at most RESOLVE_SECONDS after the last look, so an L1 that joins
+    is refreshed from then on and one that leaves is dropped. Each nginx has
+    a sender thread of its own: one that is dead or cut off never delays the
+    refresh of the others.
+    """
 
     AGAIN_AFTER = 1.0
+    RESOLVE_SECONDS = 1.0
 
-    def __init__(self, bases, token):
+    def __init__(self, bases, token, resolve=None):
         self.bases = list(bases)
         self._headers = {"Cache-Control": "no-cache", REFRESH_HEADER: token}
+        self._resolve = resolve or resolve_targets
         self._due = {}  # URI -> (when to fetch it, monotonic; whether that is its second fetch)
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="l1-refresh", daemon=True)
+        self._targets = {}  # base -> the nginx it named at its last successful look
+        self._looked_at = None
+        self._senders = {}  # target -> _Sender
 
     def start(self):
         if self.bases:
@@ -87,6 +102,25 @@ class L1Refresher:
             self._due.update(dict.fromkeys(uris, (now, False)))
             self._wake.notify()
 
+    def targets(self):
+        """Every nginx refreshed now (after a look, if the last is too old)."""
+        now = time.monotonic()
+        if self._looked_at is None or now - self._looked_at >= self.RESOLVE_SECONDS:
+            self._looked_at = now
+            for base in self.bases:
+                try:
+                    self._targets[base] = self._resolve(base)
+                except OSError as error:  # the name does not resolve now: keep what it named
+                    log.warning("relay: cannot look up %s, refreshing what it named before: %s", base, error)
+            current = set().union(*self._targets.values())
+            for gone in self._senders.keys() - current:
+                self._senders.pop(gone).stop()
+                log.info("relay: %s left, no longer refreshed", gone)
+            for new in current - self._senders.keys():
+                self._senders[new] = _Sender(new, self._headers)
+                log.info("relay: refreshing %s", new)
+        return set(self._senders)
+
     def _take_due(self):
         """[(URI, is its second fetch)] due now, waiting for the first; None when stopping."""
         with self._wake:
@@ -101,32 +135,100 @@ class L1Refresher:
             return None
 
     def _run(self):
-        connections = {}
         while (due := self._take_due()) is not None:
-            for uri, _ in due:
-                for base in self.bases:
-                    self._refresh(connections, base, uri)
+            self.targets()
+            for sender in self._senders.values():
+                sender.send([uri for uri, _ in due])
             again = time.monotonic() + self.AGAIN_AFTER
             with self._wake:
                 for uri, second in due:
                     if not second:  # a newer change, added meanwhile, keeps its own earlier time
                         self._due.setdefault(uri, (again, True))
+        for sender in self._senders.values():
+            sender.stop()
 
-    def _refresh(self, connections, base, uri):
+
+def resolve_targets(base):
+    """The nginx ``base`` names now: itself for ``unix:/path``, else one
+    ``http://ADDRESS:PORT`` per address its host name resolves to."""
+    if base.startswith("unix:"):
+        return {base}
+    parts = urlsplit(base)
+    port = parts.port or 80
+    found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    return {f"http://{_host(address[0])}:{port}" for *_, address in found}
+
+
+def _host(address):
+    return f"[{address}]" if ":" in address else address
+
+
+class _Sender:
+    """Refreshes one nginx, in a thread of its own. While it fails, what waits
+    for it is dropped (its own 5 s bound covers it) and each new URI is one
+    more try: it never holds more than one failing attempt's worth of work."""
+
+    TIMEOUT = 2.0
+
+    def __init__(self, target, headers):
+        self.target, self._headers = target, headers
+        self._waiting = {}  # URI -> None: in order, each once
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._failing = False
+        threading.Thread(target=self._run, name=f"l1-refresh {target}", daemon=True).start()
+
+    def send(self, uris):
+        with self._wake:
+            self._waiting.update(dict.fromkeys(uris))
+            self._wake.notify()
+
+    def stop(self):
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def _next(self):
+        with self._wake:
+            while not self._stopping and not self._waiting:
+                self._wake.wait()
+            if self._stopping:
+                return None
+            uri = next(iter(self._waiting))
+            del self._waiting[uri]
+            return uri
+
+    def _run(self):
+        conn = None
+        while (uri := self._next()) is not None:
+            conn, error = self._refresh(conn, uri)
+            if error is None and self._failing:
+                log.warning("relay: refreshing %s works again", self.target)
+            elif error is not None:
+                with self._wake:
+                    dropped, self._waiting = len(self._waiting), {}
+                if not self._failing:
+                    log.warning("relay: refreshing %s%s failed, dropping its refreshes (%d waiting) until one "
+                                "works: %s", self.target, uri, dropped, error)
+            self._failing = error is not None
+        if conn is not None:
+            conn.close()
+
+    def _refresh(self, conn, uri):
+        """(the connection to keep, the error if the refresh failed)."""
         for attempt in (1, 2):  # a kept-alive connection nginx closed meanwhile: once more on a new one
-            conn = connections.get(base)
             try:
                 if conn is None:
-                    conn = connections[base] = connect(base)
+                    conn = connect(self.target, self.TIMEOUT)
                 conn.request("GET", uri, headers=self._headers)
                 conn.getresponse().read()
-                return
+                return conn, None
             except Exception as error:  # noqa: BLE001 (whatever fails, the thread goes on)
-                connections.pop(base, None)
                 if conn is not None:
                     conn.close()
+                conn = None
                 if attempt == 2:
-                    log.warning("relay: refreshing %s%s failed: %s", base, uri, error)
+                    return None, error
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
