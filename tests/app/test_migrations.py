@@ -1,5 +1,6 @@
-"""Upgrades in place (migrate.py): a database of an earlier release reaches
-this release's schema, exactly init.sql's, with every row kept."""
+"""The schema's way in (migrate.py): init.sql for an empty database, which
+may run again harmlessly, and upgrades in place: a database of an earlier
+release reaches this release's schema, exactly init.sql's, with every row kept."""
 
 import os
 import re
@@ -11,6 +12,7 @@ import pytest
 
 from migrate import INIT_SQL, migrate
 from tests.support import ROOT
+from tests.support.bounds import UNPROMISED_WAIT
 from tests.support.stack import with_database
 
 # The schema and seed rows of the last release before migrations (init.sql at fd008d1).
@@ -92,7 +94,7 @@ def test_migrations_started_at_once_take_turns(new_database):
            "DATABASE_URL": with_database(os.environ["DATABASE_URL"], "api_upgrade_race")}
     runs = [subprocess.Popen([sys.executable, "migrate.py"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
             for _ in range(3)]
-    outcomes = [(run.wait(timeout=60), run.stderr.read()) for run in runs]
+    outcomes = [(run.wait(timeout=UNPROMISED_WAIT), run.stderr.read()) for run in runs]
     assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     assert sum("an empty database, given init.sql" in err for _, err in outcomes) == 1, outcomes
     assert run_sql(url, "SELECT count(*) FROM _yoyo_migration")[0][0] == len(list((ROOT / "migrations").glob("*.sql")))
