@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test test-app faults compose-test logs bench
+.PHONY: up down reset status test test-unit test-app faults compose-test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -17,8 +17,11 @@ status:  ## what is running
 logs:  ## follow the app's and nginx's logs
 	tail -F .stack/app/app.log .stack/relay/relay.log .stack/worker/worker.log .stack/nginx/access.log
 
-test:  ## lint, then the suite and the fault drills, each against a throwaway stack
+test:  ## lint, the unit tier, then the suite and the fault drills, each against a throwaway stack
 	scripts/test.sh
+
+test-unit:  ## tests/unit alone: pure functions and files, no service, in seconds
+	scripts/test.sh unit $(ARGS)
 
 test-app:  ## the inner loop: tests/app (the app in-process) beside the running make up stack, under a minute
 	scripts/test.sh app $(ARGS)

@@ -77,6 +77,6 @@ def send(name, *args):
     try:
         current_app.extensions["celery"].send_task(name, args=args, queue=ORDERS_QUEUE, headers=headers)
         return True
-    except Exception as error:  # kombu raises several unrelated types for a lost broker
+    except Exception as error:  # noqa: BLE001 (kombu raises several unrelated types for a lost broker)
         log.error("could not queue %s%r: %s", name, args, error)
         return False

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg2
@@ -23,8 +22,10 @@ from app import create_app
 from cache.l2 import CAUGHT_UP
 from migrate import migrate
 from cache.relay import Relay
-from tests.conftest import stack_setting, with_database
-from tests.servers import Link, RedisServer
+from tests.support.bounds import UNPROMISED_WAIT
+from tests.support.servers import Link, RedisServer
+from tests.support.stack import setting, with_database
+from tests.support.waiting import eventually
 
 
 def _with_redis_db(url, number):
@@ -37,7 +38,7 @@ def _with_redis_db(url, number):
 @pytest.fixture(scope="session")
 def test_database_owner_url():
     """A fresh database beside the stack's, created once per run: as its owner."""
-    owner = stack_setting("MIGRATE_DATABASE_URL")
+    owner = setting("MIGRATE_DATABASE_URL")
     name = f"{urlsplit(owner).path.lstrip('/') or 'app'}_test"
     admin = psycopg2.connect(owner)
     admin.autocommit = True
@@ -53,14 +54,14 @@ def test_database_owner_url():
 @pytest.fixture(scope="session")
 def test_database_url(test_database_owner_url):
     """The test database as the app's role sees it, once migrate.py made it."""
-    url = with_database(stack_setting("DATABASE_URL"), urlsplit(test_database_owner_url).path.lstrip("/"))
+    url = with_database(setting("DATABASE_URL"), urlsplit(test_database_owner_url).path.lstrip("/"))
     migrate(test_database_owner_url, url)
     return url
 
 
 @pytest.fixture(scope="session")
 def test_redis_url():
-    return _with_redis_db(stack_setting("REDIS_URL"), 1)
+    return _with_redis_db(setting("REDIS_URL"), 1)
 
 
 @pytest.fixture(scope="session")
@@ -138,24 +139,20 @@ def relay_for(app, session_relay):
         session_relay.start()
 
 
-def wait_caught_up(redis_url, seconds=5):
+def wait_caught_up(redis_url):
     """Until the relay has said it caught up in that Redis (cache.CAUGHT_UP)."""
     client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + seconds
-    while not client.exists(CAUGHT_UP):
-        assert time.monotonic() < deadline, "the relay did not catch up"
-        time.sleep(0.01)
+    eventually(lambda: client.exists(CAUGHT_UP), seconds=UNPROMISED_WAIT, step=0.01)
+    client.close()
 
 
-def wait_applied(app, seconds=5):
+def wait_applied(app):
     """Until the relay has applied every noted change: it applies each once
     more after the writer's own invalidation, which would retire a value
     cached in between."""
-    deadline = time.monotonic() + seconds
     with app.app_context():
-        while db.fetch_one("SELECT count(*) AS n FROM cache_changes")["n"]:
-            assert time.monotonic() < deadline, "the relay did not apply the changes"
-            time.sleep(0.01)
+        eventually(lambda: db.fetch_one("SELECT count(*) AS n FROM cache_changes")["n"], lambda n: n == 0,
+                   seconds=UNPROMISED_WAIT, step=0.01)
 
 
 @pytest.fixture(scope="session")

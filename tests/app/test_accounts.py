@@ -7,8 +7,8 @@ import time
 import jwt as pyjwt
 import pytest
 
-from tests.helpers import assert_error
-from tests.app.test_orders import ORDER, bearer, place, register, token_for
+from tests.support.accounts import ORDER, bearer, place, register, token_for
+from tests.support.errors import assert_error
 
 ME = "/api/user/me"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import assert_error
+from tests.support.errors import assert_error
 
 PATH = "/addr_by_phone"
 ADDRESS = "221B Baker Street, London"

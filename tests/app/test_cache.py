@@ -1,7 +1,6 @@
 """L2: cache-aside in Redis, invalidated after every write, and never a reason to fail."""
 
 import os
-import socket
 import threading
 import time
 
@@ -9,9 +8,10 @@ import psycopg2
 import redis
 
 from blueprints import users
-from cache.l2 import CAUGHT_UP_SECONDS
 from tests.app.conftest import wait_applied, wait_caught_up
-from tests.helpers import eventually
+from tests.support.bounds import L2_BOUND, UNPROMISED_WAIT
+from tests.support.servers import SilentRedis
+from tests.support.waiting import eventually
 
 
 def l2(response):
@@ -100,19 +100,19 @@ def test_a_reader_that_loaded_before_a_write_does_not_store_the_old_row(app, cli
     def load_then_wait(user_id):
         body = real_load(user_id)
         loaded.set()
-        assert release.wait(10)
+        assert release.wait(UNPROMISED_WAIT)
         return body
 
     monkeypatch.setattr(users.USERS, "load", load_then_wait)
     answers = []
     reader = threading.Thread(target=lambda: answers.append(app.test_client().get("/users/1")))
     reader.start()
-    assert loaded.wait(10)
+    assert loaded.wait(UNPROMISED_WAIT)
     monkeypatch.setattr(users.USERS, "load", real_load)
 
     assert client.put("/users/1", json={"name": "Alicia"}).status_code == 200
     release.set()
-    reader.join(10)
+    reader.join(UNPROMISED_WAIT)
 
     assert answers[0].get_json()["name"] == "Alice"  # it answered with what it read...
     fresh = client.get("/users/1")  # ...but did not leave it in the cache
@@ -127,18 +127,18 @@ def test_a_list_loaded_before_a_write_is_not_served_after_it(app, client, monkey
     def load_then_wait(args):
         packed = real_load(args)
         loaded.set()
-        assert release.wait(10)
+        assert release.wait(UNPROMISED_WAIT)
         return packed
 
     monkeypatch.setattr(users, "_load_page", load_then_wait)
     reader = threading.Thread(target=lambda: app.test_client().get("/users"))
     reader.start()
-    assert loaded.wait(10)
+    assert loaded.wait(UNPROMISED_WAIT)
     monkeypatch.setattr(users, "_load_page", real_load)
 
     client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
     release.set()
-    reader.join(10)
+    reader.join(UNPROMISED_WAIT)
     assert "Dana" in [u["name"] for u in client.get("/users").get_json()]
 
 
@@ -163,7 +163,7 @@ def test_redis_stopped_mid_test_means_slower_not_broken(make_app, redis_server, 
     assert health.status_code == 200 and health.get_json()["cache"] == "down"
 
     redis_server.start()  # empty, and L2 unused until the relay has caught up with it
-    eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "MISS")
+    eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "MISS", seconds=UNPROMISED_WAIT)
     assert l2(client.get("/users/1")) == "HIT"
     assert client.get("/health").get_json()["cache"] == "ok"
 
@@ -188,10 +188,11 @@ def test_a_write_whose_invalidation_redis_missed_is_applied_by_the_relay(make_ap
         started = time.monotonic()
         response = other.get("/users/1")
         # The old name is allowed only within L2's bound of the write.
-        assert response.get_json()["name"] == "Alice Cut Off" or started - written < CAUGHT_UP_SECONDS, l2(response)
+        assert response.get_json()["name"] == "Alice Cut Off" or started - written < L2_BOUND, l2(response)
         return response
 
-    hit, _ = eventually(read, lambda r: l2(r) == "HIT" and r.get_json()["name"] == "Alice Cut Off")
+    hit = eventually(read, lambda r: l2(r) == "HIT" and r.get_json()["name"] == "Alice Cut Off",
+                     seconds=UNPROMISED_WAIT).value
     assert redis.Redis.from_url(redis_server.url).get("v1:users:item:1").decode() == hit.get_data(as_text=True).strip()
 
 
@@ -204,13 +205,14 @@ def test_a_relay_cut_off_from_redis_makes_l2_unused_within_a_second(make_app, re
     assert l2(client.get("/users/1")) == "HIT"
 
     redis_link.cut()
+    cut = time.monotonic()
     write_with_psql("UPDATE users SET name = 'Alice by psql' WHERE id = 1")
-    read, waited = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN")
-    assert waited <= CAUGHT_UP_SECONDS + 0.1
-    assert read.get_json()["name"] == "Alice by psql"
+    unused = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN", seconds=UNPROMISED_WAIT, since=cut)
+    assert unused.unmet_for <= L2_BOUND
+    assert unused.value.get_json()["name"] == "Alice by psql"
 
     redis_link.mend()
-    read, _ = eventually(lambda: client.get("/users/1"), lambda r: l2(r) != "DOWN")
+    read = eventually(lambda: client.get("/users/1"), lambda r: l2(r) != "DOWN", seconds=UNPROMISED_WAIT).value
     assert (l2(read), read.get_json()["name"]) == ("MISS", "Alice by psql")
 
 
@@ -223,25 +225,26 @@ def write_with_psql(sql):
 
 
 def test_a_write_from_psql_reaches_l2_within_a_second(client):
+    def within_l2_bound(read, until):
+        """``until`` holds of every read begun later than L2's bound after the write."""
+        assert eventually(read, until, seconds=UNPROMISED_WAIT).unmet_for <= L2_BOUND
+
     client.get("/users/2")
     assert l2(client.get("/users/2")) == "HIT"
     write_with_psql("UPDATE users SET name = 'Robert by psql' WHERE id = 2")
-    read, waited = eventually(lambda: client.get("/users/2"), lambda r: r.get_json()["name"] == "Robert by psql")
-    assert waited <= 1.0
+    within_l2_bound(lambda: client.get("/users/2"), lambda r: r.get_json()["name"] == "Robert by psql")
     client.get("/users")
     write_with_psql("DELETE FROM users WHERE id = 3")
-    listed, waited = eventually(lambda: client.get("/users"), lambda r: 3 not in [u["id"] for u in r.get_json()])
-    assert waited <= 1.0
+    within_l2_bound(lambda: client.get("/users"), lambda r: 3 not in [u["id"] for u in r.get_json()])
     write_with_psql("TRUNCATE users CASCADE")
-    gone, waited = eventually(lambda: client.get("/users/2"), lambda r: r.status_code == 404)
-    assert waited <= 1.0
+    within_l2_bound(lambda: client.get("/users/2"), lambda r: r.status_code == 404)
 
 
 def test_changes_wait_for_a_stopped_relay_and_l2_is_unused_meanwhile(client, session_relay, test_redis_url):
     client.get("/users/1")
     session_relay.stop()
     write_with_psql("UPDATE users SET name = 'Alice later' WHERE id = 1")
-    read, waited = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN")
+    read = eventually(lambda: client.get("/users/1"), lambda r: l2(r) == "DOWN", seconds=UNPROMISED_WAIT).value
     assert read.get_json()["name"] == "Alice later"
     with psycopg2.connect(os.environ["TEST_DATABASE_URL"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM cache_changes WHERE table_name = 'users' AND row_key = '1'")
@@ -253,21 +256,18 @@ def test_changes_wait_for_a_stopped_relay_and_l2_is_unused_meanwhile(client, ses
 
 
 def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
-    """A listener that accepts and stays silent: requests still answer, quickly."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    port = silent.getsockname()[1]
+    """The read waits out CACHE_TIMEOUT once, gives that connection up, and
+    the next reads skip Redis for CACHE_RETRY_AFTER (here, longer than the test)."""
+    silent = SilentRedis()
     try:
-        client = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0", CACHE_TIMEOUT=0.2).test_client()
-        started = time.monotonic()
+        client = make_app(REDIS_URL=silent.url, CACHE_TIMEOUT=0.2, CACHE_RETRY_AFTER=UNPROMISED_WAIT).test_client()
         first = client.get("/users/1")
         assert (first.status_code, l2(first)) == (200, "DOWN")
-        assert time.monotonic() - started < 1.5
-        started = time.monotonic()
-        for _ in range(5):  # within CACHE_RETRY_AFTER reads skip Redis entirely
-            assert client.get("/users/1").status_code == 200
-        assert time.monotonic() - started < 1.0
+        tried = eventually(lambda: list(silent.connections), lambda seen: seen and all(c["given_up"] for c in seen),
+                           seconds=UNPROMISED_WAIT).value
+        assert len(tried) == 1 and tried[0]["bytes"] > 0, tried
+        assert [l2(client.get("/users/1")) for _ in range(5)] == ["DOWN"] * 5
+        assert silent.connections == tried, "a read within CACHE_RETRY_AFTER went to Redis"
     finally:
         silent.close()
 
@@ -291,14 +291,15 @@ def test_writes_invalidate_with_no_key_scans(client, test_redis_url):
     assert (after["keys"], after["scan"]) == (before["keys"], before["scan"])
 
 
-def test_entries_carry_the_configured_ttl(client, test_redis_url):
+def test_entries_carry_the_configured_ttl(app, client, test_redis_url):
+    stored = time.monotonic()
     client.get("/users/1")
     client.get("/users")
     r = redis.Redis.from_url(test_redis_url)
-    item_ttl = r.ttl("v1:users:item:1")
-    list_keys = [k for k in r.keys("v1:users:list:*")]
-    assert 55 <= item_ttl <= 60
-    assert list_keys and all(55 <= r.ttl(k) <= 60 for k in list_keys)
+    ttls = [r.ttl("v1:users:item:1")] + [r.ttl(key) for key in r.keys("v1:users:list:*")]
+    # Counted down, in whole seconds, from CACHE_TTL when they were stored.
+    lowest = app.config["CACHE_TTL"] - (time.monotonic() - stored) - 1
+    assert len(ttls) > 1 and all(lowest <= ttl <= app.config["CACHE_TTL"] for ttl in ttls), ttls
 
 
 def test_cache_enabled_false_serves_everything_from_postgresql(make_app, test_redis_url):

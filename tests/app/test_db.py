@@ -1,8 +1,17 @@
-"""The connection pool against a server that drops its connections."""
-
-import time
+"""The app against a PostgreSQL that drops its connections or cannot be reached."""
 
 import psycopg2
+
+from tests.support.bounds import UNPROMISED_WAIT
+from tests.support.errors import assert_error
+from tests.support.waiting import eventually
+
+
+def test_no_connection_is_opened_before_the_first_request(make_app):
+    app = make_app()
+    assert app.extensions["db"]["pool"] == (None, None)
+    app.test_client().get("/users/1")
+    assert app.extensions["db"]["pool"] != (None, None)
 
 
 def test_connections_the_server_dropped_while_idle_are_replaced_unseen(make_app, test_database_url):
@@ -23,8 +32,22 @@ def test_connections_the_server_dropped_while_idle_are_replaced_unseen(make_app,
             """
         )
         assert cur.rowcount >= 1
+
+        def backends():
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND application_name = 'api' AND pid <> pg_backend_pid()")
+            return cur.fetchone()[0]
+
+        # pg_terminate_backend only signals: the connections are gone once their backends are.
+        eventually(backends, lambda n: n == 0, seconds=UNPROMISED_WAIT)
     admin.close()
-    time.sleep(0.2)
 
     assert client.get("/users/1").status_code == 200
     assert client.put("/users/1", json={"name": "Alice Again"}).status_code == 200
+
+
+def test_writes_get_a_clear_503_when_postgresql_is_unreachable(make_app, tmp_path):
+    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().post("/users", json={"name": "Eve", "email": "eve@example.com"})
+    assert_error(response, 503)
+    assert response.headers["Retry-After"] == "1"

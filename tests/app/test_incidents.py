@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.helpers import assert_error
+from tests.support.errors import assert_error
 
 
 def report(client, message="Disk almost full on db-1", incident_type="new", source="monitoring"):
@@ -134,23 +134,3 @@ def test_update_status_rejects_invalid_arguments(client, query):
     report(client)
     assert_error(client.patch("/incident/update-status", query_string=query), 422)
     assert client.get("/incident/get/1").get_json()["incident_type"] == "new"
-
-
-def test_every_request_is_logged_once_as_one_json_line(make_app, capsys):
-    client = make_app().test_client()  # its log handler writes to the captured stdout
-    client.get("/incident/get", headers={"X-Request-ID": "log-check-1"})
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "log-check-1" in line]
-    assert len(lines) == 1
-    entry = lines[0]
-    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/incident/get", 200)
-    assert entry["duration_ms"] >= 0
-
-
-def test_the_hand_written_dump_matches_the_schema():
-    from datetime import datetime, timezone
-
-    from blueprints.incidents import IncidentSchema, incident_json
-
-    row = {"id": 3, "message": "Disk full", "status": "new", "source": "partner",
-           "created_at": datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc)}
-    assert incident_json(row) == IncidentSchema().dump(row)

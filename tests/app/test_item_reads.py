@@ -3,19 +3,13 @@ Flask give the same answers, and the fast path answers nothing else."""
 
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 import redis
-from flask import Flask
-from flask.views import MethodView
-from flask_smorest import Api
 from werkzeug.test import Client
 
-from blueprints import Blueprint
 from blueprints.users import USERS
-from cache import Levels, reads
-from cache.resources import Registry
+from cache import reads
 
 
 @pytest.fixture
@@ -159,20 +153,3 @@ def test_its_answers_are_logged_like_every_other(make_app, capsys):
     client.get("/users/1", headers={"X-Request-ID": "fast-path-log-1"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "fast-path-log-1" in line]
     assert [(line["path"], line["status"]) for line in lines] == [("/users/1", 200)]
-
-
-def test_an_item_route_without_one_id_argument_stops_the_start():
-    app = Flask(__name__)
-    app.extensions["cache"] = Levels(Registry(), SimpleNamespace(enabled=True), "")
-    app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
-    blp = Blueprint("things", __name__)
-
-    @blp.route("/things/<int:thing_id>/<int:part>")
-    class ThingById(MethodView):
-        @blp.item_of(USERS, missing="No thing {}.")
-        def get(self, thing_id, part):
-            """Get a thing"""
-
-    Api(app).register_blueprint(blp)
-    with pytest.raises(RuntimeError, match="things.ThingById: item_of needs a route with one argument"):
-        reads.init_app(app)

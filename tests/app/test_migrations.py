@@ -1,19 +1,20 @@
-"""Upgrades in place (migrate.py): a database of an earlier release reaches
-this release's schema, exactly init.sql's, with every row kept."""
+"""The schema's way in (migrate.py): init.sql for an empty database, which
+may run again harmlessly, and upgrades in place: a database of an earlier
+release reaches this release's schema, exactly init.sql's, with every row kept."""
 
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import psycopg2
 import pytest
 
-from migrate import migrate
-from tests.conftest import with_database
+from migrate import INIT_SQL, migrate
+from tests.support import ROOT
+from tests.support.bounds import UNPROMISED_WAIT
+from tests.support.stack import with_database
 
-ROOT = Path(__file__).resolve().parents[2]
 # The schema and seed rows of the last release before migrations (init.sql at fd008d1).
 BEFORE_MIGRATIONS = ROOT / "tests" / "fixtures" / "init-before-migrations.sql"
 
@@ -89,10 +90,11 @@ def test_a_database_from_before_migrations_reaches_init_sqls_schema_with_every_r
 
 def test_migrations_started_at_once_take_turns(new_database):
     url = new_database("api_upgrade_race")
-    env = {**os.environ, "MIGRATE_DATABASE_URL": url, "DATABASE_URL": with_database(os.environ["DATABASE_URL"], "api_upgrade_race")}
+    env = {**os.environ, "MIGRATE_DATABASE_URL": url,
+           "DATABASE_URL": with_database(os.environ["DATABASE_URL"], "api_upgrade_race")}
     runs = [subprocess.Popen([sys.executable, "migrate.py"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
             for _ in range(3)]
-    outcomes = [(run.wait(timeout=60), run.stderr.read()) for run in runs]
+    outcomes = [(run.wait(timeout=UNPROMISED_WAIT), run.stderr.read()) for run in runs]
     assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     assert sum("an empty database, given init.sql" in err for _, err in outcomes) == 1, outcomes
     assert run_sql(url, "SELECT count(*) FROM _yoyo_migration")[0][0] == len(list((ROOT / "migrations").glob("*.sql")))
@@ -123,3 +125,12 @@ def test_the_apps_role_reads_and_writes_rows_and_nothing_else(new_database):
                 cur.execute(statement)
     as_app.close()
     assert migrate(owner, app) == []  # again: nothing to apply, the grants unchanged
+
+
+def test_init_sql_can_run_again_without_side_effects(owner_connection, client):
+    for _ in range(2):
+        with owner_connection, owner_connection.cursor() as cur:
+            cur.execute(INIT_SQL.read_text())
+    assert [u["name"] for u in client.get("/users").get_json()] == ["Alice", "Bob", "Charlie"]
+    created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
+    assert created.get_json()["id"] == 4

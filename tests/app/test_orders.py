@@ -1,6 +1,5 @@
 """Accounts, tokens and orders: who may see and change what, and what the worker does."""
 
-import functools
 import json
 import os
 import subprocess
@@ -8,56 +7,20 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token
-from werkzeug.security import generate_password_hash
 
 from infra import db
 from infra import tasks
-from blueprints.accounts import access_token
+from blueprints.orders import _Outage, process_order, sweep_unprocessed
 from tests.app.conftest import wait_applied
-from tests.helpers import assert_error, eventually
-
-ROOT = Path(__file__).resolve().parents[2]
-ORDER = {"items": [{"name": "Widget", "quantity": 2, "price": 9.99}, {"name": "Gadget", "quantity": 1, "price": 5}],
-         "total_price": 24.98}
-
-
-def register(client, email=None, password="correct horse"):
-    email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
-    response = client.post("/api/user/register", json={"email": email, "password": password})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def token_for(client, email, password="correct horse"):
-    response = client.post("/api/user/token/", data={"username": email, "password": password})
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["access_token"]
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
-
-
-@functools.cache
-def password_hash(password):
-    return generate_password_hash(password)
-
-
-def new_account(app, password="correct horse"):
-    """An account as register and the token endpoint would make it, written
-    directly: each scrypt costs 0.15 s, which only the tests of those two
-    endpoints need to pay."""
-    email = f"user-{uuid.uuid4().hex[:8]}@example.com"
-    with app.app_context():
-        created = db.write_one(
-            "INSERT INTO accounts (name, email, password_hash) VALUES (%s, %s, %s) RETURNING id, email, token_version",
-            (email.split("@")[0], email, password_hash(password)))
-        return {"id": created["id"], "email": email, "headers": bearer(access_token(created))}
+from tests.support import ROOT
+from tests.support.accounts import ORDER, bearer, new_account, place, register, token_for
+from tests.support.bounds import UNPROMISED_WAIT
+from tests.support.errors import assert_error
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -69,10 +32,6 @@ def account(app):
 @pytest.fixture
 def other_account(app):
     return new_account(app)
-
-
-def place(client, account, order=ORDER):
-    return client.post("/api/orders/", json=order, headers=account["headers"])
 
 
 # --- accounts and tokens ---
@@ -194,7 +153,7 @@ def test_another_accounts_order_is_404_even_when_cached(client, account, other_a
     order_id = place(client, account).get_json()["id"]
     # Cached once the relay has applied the insert too (it invalidates again).
     eventually(lambda: client.get(f"/api/orders/{order_id}/", headers=account["headers"]),
-               lambda r: r.headers["X-Cache-L2"] == "HIT")
+               lambda r: r.headers["X-Cache-L2"] == "HIT", seconds=UNPROMISED_WAIT)
     assert_error(client.get(f"/api/orders/{order_id}/", headers=other_account["headers"]), 404)
     assert_error(client.patch(f"/api/orders/{order_id}/", json={"status": "CANCELED"},
                               headers=other_account["headers"]), 404)
@@ -231,9 +190,10 @@ def test_final_statuses_cannot_change(client, account, path):
 # --- rate limits ---
 
 def test_register_and_token_are_rate_limited(make_app):
-    client = make_app(RATE_LIMIT_AUTH="2 per minute").test_client()
+    client = make_app(RATE_LIMIT_AUTH="2 per hour").test_client()
     for n in range(2):
-        assert client.post("/api/user/register", json={"email": f"r{n}@example.com", "password": "long enough"}).status_code == 201
+        registered = client.post("/api/user/register", json={"email": f"r{n}@example.com", "password": "long enough"})
+        assert registered.status_code == 201
     limited = client.post("/api/user/register", json={"email": "r9@example.com", "password": "long enough"})
     assert_error(limited, 429)
     assert int(limited.headers["Retry-After"]) > 0
@@ -243,7 +203,7 @@ def test_register_and_token_are_rate_limited(make_app):
 
 
 def test_order_endpoints_share_one_limit(make_app):
-    client = make_app(RATE_LIMIT_ORDERS="3 per minute").test_client()
+    client = make_app(RATE_LIMIT_ORDERS="3 per hour").test_client()
     created = register(client)
     headers = bearer(token_for(client, created["email"]))
     order_id = client.post("/api/orders/", json=ORDER, headers=headers).get_json()["id"]
@@ -257,7 +217,7 @@ def test_order_endpoints_share_one_limit(make_app):
 def start_worker(test_database_url, test_redis_url, tmp_path):
     env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": test_redis_url,
            "RATE_LIMIT_STORAGE_URL": test_redis_url,
-           # Read by celery itself, before settings.py: kombu's spelling of the socket.
+           # Read by celery itself, before infra/settings.py: kombu's spelling of the socket.
            "CELERY_BROKER_URL": tasks._broker_url(test_redis_url)}
     log = open(tmp_path / "worker.log", "w")
     return subprocess.Popen(
@@ -267,14 +227,10 @@ def start_worker(test_database_url, test_redis_url, tmp_path):
     )
 
 
-def wait_processed(client, account, order_id, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        order = client.get(f"/api/orders/{order_id}/", headers=account["headers"]).get_json()
-        if order["processed_at"] is not None:
-            return order
-        time.sleep(0.2)
-    raise AssertionError(f"order {order_id} was not processed in {seconds} s")
+def wait_processed(client, account, order_id):
+    """The order once a worker has processed it (the product promises no time for that)."""
+    return eventually(lambda: client.get(f"/api/orders/{order_id}/", headers=account["headers"]).get_json(),
+                      lambda order: order["processed_at"] is not None, seconds=UNPROMISED_WAIT, step=0.2).value
 
 
 @pytest.fixture
@@ -282,7 +238,7 @@ def worker(test_database_url, test_redis_url, tmp_path):
     process = start_worker(test_database_url, test_redis_url, tmp_path)
     yield process
     process.terminate()
-    process.wait(20)
+    process.wait(UNPROMISED_WAIT)
 
 
 def test_a_real_worker_processes_new_orders(client, account, worker):
@@ -304,12 +260,10 @@ def test_orders_queued_while_the_broker_was_down_are_swept_up(make_app, test_dat
         wait_processed(offline, account, placed.get_json()["id"])
     finally:
         process.terminate()
-        process.wait(20)
+        process.wait(UNPROMISED_WAIT)
 
 
 def test_processing_twice_changes_nothing(app, client, account):
-    from blueprints.orders import process_order
-
     order_id = place(client, account).get_json()["id"]
     with app.app_context():
         assert process_order.run(order_id) == "processed"
@@ -317,3 +271,21 @@ def test_processing_twice_changes_nothing(app, client, account):
         assert process_order.run(order_id) == "already processed"
         again = db.fetch_one("SELECT processed_at FROM orders WHERE id = %s", (order_id,))["processed_at"]
     assert first == again
+
+
+def test_an_outage_is_one_warning_and_its_end_one_line(make_app, capsys):
+    _Outage.down = False
+    # Nothing listens on port 1: every connection is refused at once.
+    down = make_app(DATABASE_URL="postgresql://api@127.0.0.1:1/app", DB_CONNECT_TIMEOUT=1)
+    up = make_app()
+    capsys.readouterr()
+    for _ in range(3):
+        with down.app_context():
+            assert sweep_unprocessed.run(0) == 0
+    with up.app_context():
+        sweep_unprocessed.run(10**6)  # orders older than that: none
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [line for line in lines if line["logger"] == "blueprints.orders"]
+    assert [(line["level"], line["message"].split(",")[0]) for line in lines] == [
+        ("WARNING", "orders sweep: PostgreSQL is unavailable"), ("INFO", "orders sweep: PostgreSQL answers again")]
+    assert not any("exception" in line for line in lines)

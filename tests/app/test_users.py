@@ -5,7 +5,7 @@ import json
 import pytest
 
 from blueprints import printable
-from tests.helpers import assert_error
+from tests.support.errors import assert_error
 
 
 def user_count(client):
@@ -212,47 +212,3 @@ def test_created_at_is_identical_from_database_and_cache(client):
     assert (from_db.headers["X-Cache-L2"], from_cache.headers["X-Cache-L2"]) == ("MISS", "HIT")
     assert from_db.get_data() == from_cache.get_data()
     assert from_db.get_json()["created_at"] == from_cache.get_json()["created_at"]
-
-
-def test_health_reports_both_dependencies(client):
-    response = client.get("/health")
-    assert response.status_code == 200
-    body = response.get_json()
-    assert {k: body[k] for k in ("status", "database", "cache")} == {"status": "healthy", "database": "ok", "cache": "ok"}
-    assert body["relay"]["state"] == "ok" and body["relay"]["changes_waiting"] >= 0
-    assert response.headers["Cache-Control"] == "no-store"
-
-
-def test_health_is_503_when_postgresql_is_unreachable(make_app, tmp_path):
-    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
-    response = app.test_client().get("/health")
-    assert response.status_code == 503
-    assert response.get_json()["status"] == "unhealthy"
-    assert response.get_json()["database"] == "down"
-
-
-def test_writes_get_a_clear_503_when_postgresql_is_unreachable(make_app, tmp_path):
-    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
-    response = app.test_client().post("/users", json={"name": "Eve", "email": "eve@example.com"})
-    assert_error(response, 503)
-    assert response.headers["Retry-After"] == "1"
-
-
-def test_docs_and_openapi_are_served(client):
-    spec = client.get("/openapi.json").get_json()
-    assert {"/users", "/users/{user_id}", "/health"} <= set(spec["paths"])
-    assert "409" in spec["paths"]["/users"]["post"]["responses"]
-    page = client.get("/docs")
-    assert page.status_code == 200 and b"swagger-ui" in page.data
-    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/").get_json()["docs"] == "/docs"
-
-
-def test_the_hand_written_dump_matches_the_schema(app):
-    from datetime import datetime, timezone
-
-    from blueprints.users import UserSchema, user_json
-
-    for created_at in (datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)):
-        row = {"id": 7, "name": "Zoë", "email": "z@example.com", "created_at": created_at}
-        assert user_json(row) == UserSchema().dump(row)

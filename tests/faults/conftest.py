@@ -2,33 +2,23 @@
 (`make faults`, and the last stage of `make test`) and exports STACK_DIR and
 its settings. The drills stop, kill and restart its services."""
 
-import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-FIGURES = {}  # scenario -> its figures, printed at the end of the run
+from tests.support import ROOT
+from tests.support.bounds import REQUEST_SECONDS
+from tests.support.stack import setting
 
 
 @pytest.fixture(scope="session")
 def stack():
-    if not os.environ.get("STACK_DIR") or not os.environ.get("BASE_URL"):
-        pytest.exit("STACK_DIR and BASE_URL are not set: run the drills with 'make faults'", returncode=2)
-    return Stack(Path(os.environ["STACK_DIR"]), os.environ["BASE_URL"])
-
-
-@pytest.fixture
-def figures(request):
-    """The figures of this scenario, reported whether it passes or not."""
-    entry = FIGURES.setdefault(request.node.name, {})
-    return entry
+    return Stack(Path(setting("STACK_DIR")), setting("BASE_URL"))
 
 
 class Stack:
@@ -61,10 +51,10 @@ class Stack:
         os.killpg(os.getpgid(self._pid("worker/celery.pid")), signal.SIGKILL)
 
     def send_task(self, name, *args):
-        """Queue a task on the stack's broker, as the app does."""
-        from worker import celery  # the stack's settings are in the environment
+        """Queue a task on the stack's broker, as the app does; its id."""
+        from worker import celery  # noqa: PLC0415 (builds an app from the stack's settings: only when a drill sends)
 
-        celery.send_task(name, args=args, queue="orders")
+        return celery.send_task(name, args=args, queue="orders").id
 
     def log_size(self, name):
         path = self.dir / name
@@ -77,32 +67,14 @@ class Stack:
 
     def db(self):
         """The database as an operator's psql reaches it: as the schema's owner."""
-        conn = psycopg2.connect(os.environ["MIGRATE_DATABASE_URL"])
+        conn = psycopg2.connect(setting("MIGRATE_DATABASE_URL"))
         conn.autocommit = True
         return conn
 
     def redis(self):
         """The cache Redis (L2)."""
-        return redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2)
+        return redis.Redis.from_url(setting("REDIS_URL"), socket_timeout=REQUEST_SECONDS)
 
     def state_redis(self):
         """The Redis of rate-limit counters and queued tasks."""
-        return redis.Redis.from_url(os.environ["RATE_LIMIT_STORAGE_URL"], socket_timeout=2)
-
-
-def wait_until(condition, seconds, step=0.05):
-    """Seconds until ``condition()`` held, or None if it did not within ``seconds``."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return round(time.monotonic() - started, 2)
-        time.sleep(step)
-    return None
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not FIGURES:
-        return
-    terminalreporter.section("fault drill figures")
-    for name, entry in FIGURES.items():
-        terminalreporter.write_line(f"{name}: {json.dumps(entry)}")
+        return redis.Redis.from_url(setting("RATE_LIMIT_STORAGE_URL"), socket_timeout=REQUEST_SECONDS)

@@ -1,7 +1,6 @@
-"""A mixed load of reads and writes through nginx, bounded in time and count,
-and the checks that run on what it saw."""
+"""A mixed load of reads and writes through nginx, at a stated rate, bounded
+in time and count, and the checks that run on what it saw."""
 
-import http.client
 import json
 import random
 import threading
@@ -9,91 +8,42 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
 
 from blueprints.users import USERS
-
-FRESH = {"Cache-Control": "no-cache"}
+from tests.support.bounds import REQUEST_SECONDS
+from tests.support.http import FRESH, Client, Reply
+from tests.support.waiting import Pace
 
 
 @dataclass
 class Call:
+    """A ``Reply`` (its fields read through) and what the load meant by it."""
+
     kind: str  # "read", "update" or "create"
-    status: int  # 0: no answer (connection dropped or timed out)
-    started: float  # time.monotonic()
-    seconds: float
-    l1: str = ""
-    l2: str = ""
+    reply: Reply
     user_id: int | None = None
     name: str | None = None  # what a write sent
     email: str | None = None
-    body: bytes = b""
 
-    @property
-    def ok(self):
-        return 200 <= self.status < 300
-
-    @property
-    def ended(self):
-        return self.started + self.seconds
-
-
-class Client:
-    """One keep-alive connection to nginx; a dropped one is reopened."""
-
-    def __init__(self, base_url, timeout=5, source=None):
-        """``source``: the address to send from (another 127.x.y.z is another client to nginx)."""
-        parts = urlsplit(base_url)
-        self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
-        self.source = (source, 0) if source else None
-        self.conn = None
-
-    def call(self, kind, method, path, body=None, headers=None, form=None, raw=None, **fields):
-        """``body``: JSON; ``form``: a form; ``raw``: bytes sent as they are."""
-        headers = dict(headers or {})
-        if body is not None:
-            body = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        if raw is not None:
-            body = raw
-        started = time.monotonic()
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
-                                                       source_address=self.source)
-            self.conn.request(method, path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            data = response.read()
-            status, l1, l2 = response.status, response.getheader("X-Cache-Status", ""), response.getheader("X-Cache-L2", "")
-            if response.getheader("Connection", "").lower() == "close":
-                self.close()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            status, l1, l2, data = 0, "", "", b""
-        return Call(kind, status, started, time.monotonic() - started, l1, l2, body=data, **fields)
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+    def __getattr__(self, name):  # status, ok, started, seconds, ended, l1, l2, body
+        return getattr(self.reply, name)
 
 
 class Load:
     """Readers GET /users/<id>; writers PUT new names (each writer owns its ids,
     so its writes to one id are in order) and every ``create_every``-th write
-    POSTs a new user instead. Stops on ``stop()``, after ``max_seconds`` or
-    after ``max_calls`` per thread, whichever comes first."""
+    POSTs a new user instead. Each thread is a client of its own (its own
+    address) sending at most ``rate`` requests a second, each after the
+    answer to the last. Stops on ``stop()``, after ``max_seconds`` or after
+    ``rate * max_seconds`` calls per thread, whichever comes first."""
 
     def __init__(self, base_url, read_ids, write_ids, readers=4, writers=2, fresh_reads=False,
-                 create_every=5, pause=0.005, max_seconds=60, max_calls=20_000):
+                 create_every=5, rate=100, max_seconds=60):
         self.base_url = base_url
         self.read_ids, self.write_ids = list(read_ids), list(write_ids)
         self.readers, self.writers = readers, writers
-        self.fresh_reads, self.create_every, self.pause = fresh_reads, create_every, pause
-        self.max_seconds, self.max_calls = max_seconds, max_calls
+        self.fresh_reads, self.create_every, self.rate = fresh_reads, create_every, rate
+        self.max_seconds, self.max_calls = max_seconds, int(rate * max_seconds)
         self.tag = uuid.uuid4().hex[:8]
         self.calls = []
         self._lock = threading.Lock()
@@ -116,34 +66,35 @@ class Load:
     def stop(self):
         self._stop.set()
         for thread in self._threads:
-            thread.join(30)
+            thread.join(REQUEST_SECONDS + 1)  # a call in flight ends with its answer or its timeout
         self.stopped = time.monotonic()
 
     def _run(self, step, n):
-        client = Client(self.base_url)
+        client, pace = Client(self.base_url), Pace(self.rate)
         deadline = time.monotonic() + self.max_seconds
         for seq in range(self.max_calls):
+            pace.wait()
             if self._stop.is_set() or time.monotonic() > deadline:
                 break
             call = step(client, n, seq)
             with self._lock:
                 self.calls.append(call)
-            time.sleep(self.pause)
         client.close()
 
     def _read(self, client, n, seq):
         user_id = random.choice(self.read_ids)
         headers = FRESH if self.fresh_reads and seq % 2 else None
-        return client.call("read", "GET", f"/users/{user_id}", headers=headers, user_id=user_id)
+        return Call("read", client.request("GET", f"/users/{user_id}", headers=headers), user_id=user_id)
 
     def _write(self, client, n, seq):
         if self.create_every and seq % self.create_every == self.create_every - 1:
             email = f"load-{self.tag}-{n}-{seq}@example.com"
-            return client.call("create", "POST", "/users", {"name": "Load", "email": email}, email=email, name="Load")
+            reply = client.request("POST", "/users", {"name": "Load", "email": email})
+            return Call("create", reply, email=email, name="Load")
         mine = self.write_ids[n :: self.writers]
         user_id = mine[seq % len(mine)]
         name = f"load {self.tag} {n} {seq}"
-        return client.call("update", "PUT", f"/users/{user_id}", {"name": name}, user_id=user_id, name=name)
+        return Call("update", client.request("PUT", f"/users/{user_id}", {"name": name}), user_id=user_id, name=name)
 
     def between(self, start, end, kind=None):
         """Calls that started in [start, end)."""

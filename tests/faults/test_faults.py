@@ -1,20 +1,22 @@
 """Faults under a running load of mixed reads and writes through nginx.
 
-Each scenario records its figures (FIGURES, printed at the end of the run)
-and fails on a broken promise: an acknowledged write missing from
-PostgreSQL, a 5xx where none may be, a cache level left disagreeing."""
+Each scenario records its figures (the ``figures`` fixture, printed at the
+end of the run) and fails on a broken promise: an acknowledged write missing
+from PostgreSQL, a 5xx where none may be, a cache level left disagreeing."""
 
-import json
 import threading
 import time
 import uuid
 
 import pytest
 
+from infra import settings
 from blueprints.users import USERS
-from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, IF_ERROR_SECONDS as L1_IF_ERROR_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
-from tests.faults.conftest import wait_until
-from tests.faults.load import FRESH, Client, Load, lost_writes, stale_l2_entries
+from tests.faults.load import Call, Load, lost_writes, stale_l2_entries
+from tests.support.accounts import place, signed_up
+from tests.support.bounds import L1_BOUND, L2_BOUND, STALE_IF_ERROR_BOUND, UNPROMISED_WAIT
+from tests.support.http import FRESH, Client
+from tests.support.waiting import Pace, eventually
 
 OUTAGE_SECONDS = 10
 
@@ -38,10 +40,9 @@ def users(stack):
 
 
 def warm_l1(stack, ids):
-    client = Client(stack.base_url)
-    for user_id in ids:
-        assert client.call("read", "GET", f"/users/{user_id}").status == 200
-    client.close()
+    with Client(stack.base_url) as client:
+        for user_id in ids:
+            assert client.request("GET", f"/users/{user_id}").status == 200
 
 
 def lost_acknowledged_writes(stack, load, figures):
@@ -69,12 +70,11 @@ def test_redis_stopped_for_ten_seconds(stack, users, figures):
         up = time.monotonic()
 
         # Caching resumes by itself: reads reach Redis again (MISS, then HIT).
-        probe = Client(stack.base_url)
-        resumed = wait_until(
-            lambda: probe.call("read", "GET", f"/users/{read_ids[0]}", headers=FRESH).l2 == "HIT", 10
-        )
+        with Client(stack.base_url) as probe:
+            resumed = eventually(lambda: probe.request("GET", f"/users/{read_ids[0]}", headers=FRESH),
+                                 lambda reply: reply.l2 == "HIT", seconds=UNPROMISED_WAIT, since=up)
         time.sleep(2)
-    time.sleep(1)
+    time.sleep(L2_BOUND)  # every change the load made has reached L2
 
     during = load.between(down, up)
     figures.update(load.figures())
@@ -82,7 +82,7 @@ def test_redis_stopped_for_ten_seconds(stack, users, figures):
         outage_s=round(up - down, 1),
         reads_during_outage=sum(c.kind == "read" for c in during),
         served_from_postgresql_during_outage=sum(c.l2 == "DOWN" for c in during),
-        caching_resumed_after_s=resumed,
+        caching_resumed_after_s=round(resumed.met_after, 2),
     )
     lost = lost_acknowledged_writes(stack, load, figures)
     stale = stale_l2(stack, read_ids + write_ids)
@@ -90,7 +90,6 @@ def test_redis_stopped_for_ten_seconds(stack, users, figures):
 
     assert figures["5xx"] == 0 and figures["non_2xx"] == 0, figures
     assert figures["served_from_postgresql_during_outage"] > 0
-    assert resumed is not None, "caching did not resume within 10 s of Redis returning"
     assert lost == []
     assert stale == []
 
@@ -110,7 +109,9 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
         restarting = time.monotonic()
         stack.service("start", "postgres")
         up = time.monotonic()
-        recovered = wait_until(lambda: any(c.ok for c in load.between(up, time.monotonic(), "update")), 10)
+        # By itself, nothing restarted: the pool replaces the connections PostgreSQL closed.
+        recovered = eventually(lambda: [c for c in load.between(up, time.monotonic(), "update") if c.ok], bool,
+                               seconds=UNPROMISED_WAIT, since=up)
         time.sleep(1)
 
     reads = load.between(down, restarting, "read")
@@ -124,7 +125,7 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
         writes_during_outage=len(writes),
         writes_during_outage_not_503=sum(c.status != 503 for c in writes),
         slowest_write_during_outage_s=round(max(c.seconds for c in writes), 3),
-        writes_succeed_again_after_s=recovered,
+        writes_succeed_again_after_s=round(min(c.started for c in recovered.value) - up, 2),
     )
     lost = lost_acknowledged_writes(stack, load, figures)
     log = stack.log_since("app/app.log", log_offset)
@@ -132,10 +133,10 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
     assert figures["reads_during_outage_not_200"] == 0, figures
     assert figures["reads_served_stale_by_l1"] > 0
     assert writes and figures["writes_during_outage_not_503"] == 0, figures
-    assert all(json.loads(c.body)["code"] == 503 for c in writes)
-    assert figures["slowest_write_during_outage_s"] < 1
+    assert all(c.json()["code"] == 503 for c in writes)
+    # Refused at once: no write waited out the connection timeout.
+    assert figures["slowest_write_during_outage_s"] < settings.app_settings()["DB_CONNECT_TIMEOUT"], figures
     assert "WORKER TIMEOUT" not in log
-    assert recovered is not None and recovered <= 5, figures
     assert lost == []
 
 
@@ -143,8 +144,8 @@ def test_gunicorn_worker_killed_then_app_reloaded(stack, users, figures):
     read_ids, write_ids = users
     warm_l1(stack, read_ids)
     before = set(stack.gunicorn_workers())
-    # Writers without pauses, so the killed worker is in the middle of some.
-    with Load(stack.base_url, read_ids, write_ids, writers=6, pause=0) as load:
+    # Six writers, so that the killed worker is likely in the middle of some.
+    with Load(stack.base_url, read_ids, write_ids, writers=6) as load:
         time.sleep(2)
         killed = stack.kill_a_gunicorn_worker()
         time.sleep(3)
@@ -163,87 +164,88 @@ def test_gunicorn_worker_killed_then_app_reloaded(stack, users, figures):
     )
     # The killed worker was replaced, then the reload replaced them all (the
     # old ones finish their requests first).
-    replaced = wait_until(lambda: not set(stack.gunicorn_workers()) & before, 30)
+    eventually(lambda: not set(stack.gunicorn_workers()) & before, seconds=UNPROMISED_WAIT)
     figures["gunicorn_workers_after"] = len(stack.gunicorn_workers())
     assert figures["reads_not_200"] == 0, figures
     assert lost == []
-    assert killed in before and replaced is not None and figures["gunicorn_workers_after"] == len(before)
+    assert killed in before and figures["gunicorn_workers_after"] == len(before)
 
 
 def test_celery_worker_killed_with_orders_queued(stack, figures):
     client = Client(stack.base_url)
-    email = f"drill-{uuid.uuid4().hex[:8]}@example.com"
-    password = "drill password 1234"
-    assert client.call("account", "POST", "/api/user/register", {"name": "Drill", "email": email, "password": password}).ok
-    token = client.call("account", "POST", "/api/user/token/", form={"username": email, "password": password})
-    auth = {"Authorization": f"Bearer {json.loads(token.body)['access_token']}"}
-    order = {"items": [{"name": "Widget", "quantity": 1, "price": 2.5}], "total_price": 2.5}
+    account = signed_up(client, "drill")
 
-    def place(count):
-        calls = [client.call("order", "POST", "/api/orders/", order, headers=auth) for _ in range(count)]
-        assert all(c.status == 201 for c in calls), [c.status for c in calls]
-        return [json.loads(c.body)["id"] for c in calls]
+    def place_orders(count):
+        replies = [place(client, account) for _ in range(count)]
+        assert all(r.status == 201 for r in replies), [r.status for r in replies]
+        return [r.json()["id"] for r in replies]
 
-    ids = place(20)
+    ids = place_orders(20)
     stack.kill_celery()  # some processed, some taken by the worker, some still queued
-    ids += place(20)  # queued while no worker runs
-    time.sleep(1)
+    ids += place_orders(20)  # queued while no worker runs
+    client.close()
     stack.service("start", "worker")
+    started = time.monotonic()
 
     def processed():
         with stack.db() as conn, conn.cursor() as cur:
             cur.execute("SELECT id, processed_at FROM orders WHERE id = ANY(%s::uuid[])", (ids,))
             return dict(cur.fetchall())
 
-    drained = wait_until(lambda: all(processed().values()), 60, step=0.5)  # from the worker's start
-    first = processed()
-    # Deliver every order again, as a redelivered or swept task would: nothing changes.
-    for order_id in ids:
-        stack.send_task("orders.process", order_id)
-    time.sleep(3)
+    drained = eventually(processed, lambda orders: all(orders.values()), seconds=UNPROMISED_WAIT, step=0.5,
+                         since=started)
+    first = drained.value
+    # Deliver every order again, as a redelivered or swept task would, and
+    # wait for the worker to have run each: nothing changes.
+    log_offset = stack.log_size("worker/worker.log")
+    tasks = [stack.send_task("orders.process", order_id) for order_id in ids]
+    eventually(lambda: stack.log_since("worker/worker.log", log_offset),
+               lambda log: all(f"[{task}] succeeded" in log for task in tasks), seconds=UNPROMISED_WAIT, step=0.5)
     again = processed()
     figures.update(
         orders_acknowledged=len(ids),
         orders_processed=sum(v is not None for v in first.values()),
-        drained_after_worker_ready_s=drained,
+        drained_after_worker_ready_s=round(drained.met_after, 2),
         processed_at_changed_by_redelivery=sum(first[k] != again[k] for k in ids),
     )
-    assert drained is not None, figures
     assert figures["orders_processed"] == len(ids)
     assert figures["processed_at_changed_by_redelivery"] == 0
 
 
 def test_fifty_writers_and_fifty_readers_on_one_user(stack, users, figures):
+    """A hundred clients, each from an address of its own and sending at most
+    a hundred requests a second, each after the answer to the last: fifty
+    write ten names each, fifty read twenty times (every other one past L1)."""
     user_id = users[1][0]
     warm_l1(stack, [user_id])
     tag = uuid.uuid4().hex[:6]
     calls, lock = [], threading.Lock()
 
-    def writer(n):
-        client = Client(stack.base_url, timeout=10)
-        for seq in range(10):
-            name = f"race {tag} {n} {seq}"
-            call = client.call("update", "PUT", f"/users/{user_id}", {"name": name}, user_id=user_id, name=name)
-            with lock:
-                calls.append(call)
-        client.close()
+    def sending(step, count):
+        def run(n):
+            pace = Pace(100)
+            with Client(stack.base_url) as client:
+                for seq in range(count):
+                    pace.wait()
+                    call = step(client, n, seq)
+                    with lock:
+                        calls.append(call)
+        return run
 
-    def reader(n):
-        client = Client(stack.base_url, timeout=10)
-        for _ in range(20):
-            call = client.call("read", "GET", f"/users/{user_id}", headers=FRESH if n % 2 else None)
-            with lock:
-                calls.append(call)
-        client.close()
+    def write(client, n, seq):
+        name = f"race {tag} {n} {seq}"
+        return Call("update", client.request("PUT", f"/users/{user_id}", {"name": name}), user_id=user_id, name=name)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(50)]
-    threads += [threading.Thread(target=reader, args=(n,)) for n in range(50)]
+    def read(client, n, seq):
+        return Call("read", client.request("GET", f"/users/{user_id}", headers=FRESH if n % 2 else None))
+
+    threads = [threading.Thread(target=sending(write, 10), args=(n,)) for n in range(50)]
+    threads += [threading.Thread(target=sending(read, 20), args=(n,)) for n in range(50)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
-    stopped = time.monotonic()
-    time.sleep(1)
+        thread.join()
+    time.sleep(L2_BOUND)
 
     with stack.db() as conn, conn.cursor() as cur:
         cur.execute("SELECT name FROM users WHERE id = %s", (user_id,))
@@ -255,48 +257,49 @@ def test_fifty_writers_and_fifty_readers_on_one_user(stack, users, figures):
     # The final row is an acknowledged write that no other acknowledged write
     # started after: one that began after it was answered committed after it.
     last_possible = final in by_name and not any(c.started > by_name[final].ended for c in acked)
-    probe = Client(stack.base_url)
-    app_view = json.loads(probe.call("read", "GET", f"/users/{user_id}", headers=FRESH).body)["name"]
-    l1_agreed = wait_until(lambda: json.loads(probe.call("read", "GET", f"/users/{user_id}").body)["name"] == final, 10)
-    l1_agrees_after = l1_agreed is not None and round(time.monotonic() - stopped, 1)
+    last_ack = max(c.ended for c in acked)
+    with Client(stack.base_url) as probe:
+        app_view = probe.request("GET", f"/users/{user_id}", headers=FRESH).json()["name"]
+        l1 = eventually(lambda: probe.request("GET", f"/users/{user_id}"), lambda r: r.json()["name"] == final,
+                        seconds=UNPROMISED_WAIT, since=last_ack)
     figures.update(
         requests=len(calls),
         non_2xx=sum(not c.ok for c in calls),
         writes_acknowledged=len(acked),
         final_is_the_last_acknowledged_write=last_possible,
-        l2_agrees_1s_after=not stale,
-        app_answer_agrees_1s_after=app_view == final,
-        l1_agrees_after_s=l1_agrees_after,
+        l2_agrees_after_its_bound=not stale,
+        app_answer_agrees_after_l2s_bound=app_view == final,
+        l1_old_until_s=round(l1.unmet_for, 2),
     )
     assert figures["non_2xx"] == 0, figures
     assert last_possible, figures
     assert stale == [] and app_view == final
-    # L1 keeps an answer up to its 5 s TTL, which nginx counts in whole
-    # seconds (up to 6 s), and refreshes it behind one stale answer.
-    assert l1_agreed is not None and l1_agrees_after <= 7, figures
-
+    # L1 may keep the old item up to its lifetime, and nginx refreshes it behind a stale answer.
+    assert l1.unmet_for <= L1_BOUND, figures
 
 
 def test_stale_copies_while_postgresql_is_down_stop_at_their_bound(stack, users, figures):
-    """stale-if-error keeps an expired copy answering for L1_IF_ERROR_SECONDS
-    past its expiry, and not one second (nginx's clock) longer."""
+    """stale-if-error keeps an expired copy answering for l1.IF_ERROR_SECONDS (cache/l1.py)
+    past its expiry, and not one second (nginx's clock) longer. An age is
+    counted from the end of the answer that filled the entry: a slow fill
+    makes it shorter, never longer."""
     user_id = users[0][0]
-    client = Client(stack.base_url)
-    filled = client.call("read", "GET", f"/users/{user_id}", headers=FRESH)
+    client, pace = Client(stack.base_url), Pace(2)
+    filled = client.request("GET", f"/users/{user_id}", headers=FRESH)
     assert filled.status == 200
     stack.service("stop", "postgres")
     try:
         seen = []
-        limit = L1_FRESH_SECONDS + L1_REFRESH_SECONDS + L1_IF_ERROR_SECONDS + 5
-        while time.monotonic() - filled.started < limit:
-            call = client.call("read", "GET", f"/users/{user_id}")
-            seen.append((round(call.started - filled.started, 1), call.status, call.l1))
-            time.sleep(0.5)
+        while time.monotonic() - filled.ended < STALE_IF_ERROR_BOUND + 4:
+            pace.wait()
+            reply = client.request("GET", f"/users/{user_id}")
+            seen.append((round(reply.started - filled.ended, 1), reply.status, reply.l1))
     finally:
         stack.service("start", "postgres")
+    client.close()
     stale = [t for t, status, l1 in seen if status == 200 and l1 == "STALE"]
     after = [(t, status) for t, status, l1 in seen if stale and t > stale[-1]]
     figures.update(stale_served_from_s=stale[0] if stale else None, stale_served_until_s=stale[-1] if stale else None,
                    answers_after=sorted({status for _, status in after}))
-    assert stale and stale[-1] <= L1_FRESH_SECONDS + L1_REFRESH_SECONDS + L1_IF_ERROR_SECONDS + 1, figures
+    assert stale and stale[-1] <= STALE_IF_ERROR_BOUND, figures
     assert after and all(status in (502, 503) for _, status in after), figures

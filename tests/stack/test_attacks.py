@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from tests.helpers import REPORTS, raw_exchange
+from tests.support.accounts import bearer, new_email, register, signed_up, token_for
+from tests.support.http import FRESH
+from tests.support.reporting import report
 
 # Answers with no body by definition.
 BODILESS = {100, 204, 304}
@@ -22,10 +24,10 @@ BODILESS = {100, 204, 304}
 NOT_IMPLEMENTED = {501, 505}
 
 
-def raw_request(base_url, line, headers=(), body=b""):
+def raw_request(nginx, line, headers=(), body=b""):
     """One request as bytes on its own connection: shapes no HTTP client would send."""
     head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    return raw_exchange(base_url, line + b"\r\nHost: api\r\nConnection: close\r\n" + head + b"\r\n" + body)
+    return nginx.raw(line + b"\r\nHost: api\r\nConnection: close\r\n" + head + b"\r\n" + body)
 
 
 def answers(received):
@@ -72,10 +74,10 @@ KNOWN_SHAPES = {
 
 
 @pytest.mark.parametrize("shape", KNOWN_SHAPES)
-def test_known_shapes_get_the_apis_json(base_url, shape):
+def test_known_shapes_get_the_apis_json(nginx, shape):
     line, headers, body = KNOWN_SHAPES[shape]
-    raw_request(base_url, b"GET /users/1 HTTP/1.1")  # L1 holds the item, so nginx itself answers it
-    assert_api_answer(raw_request(base_url, line, headers, body), shape, line.split(b" ")[0])
+    raw_request(nginx, b"GET /users/1 HTTP/1.1")  # L1 holds the item, so nginx itself answers it
+    assert_api_answer(raw_request(nginx, line, headers, body), shape, line.split(b" ")[0])
 
 
 def test_the_server_header_names_no_version(send):
@@ -122,18 +124,18 @@ def fuzzed_requests(seed, count, own_user):
         yield method, method + b" " + path + b" " + version, headers, body
 
 
-def test_fuzzed_request_shapes_get_json_and_never_a_5xx(base_url, new_user):
+def test_fuzzed_request_shapes_get_json_and_never_a_5xx(nginx, new_user):
     statuses = {}
     for method, line, headers, body in fuzzed_requests(seed=11, count=400, own_user=new_user):
-        received = raw_request(base_url, line, headers, body)
+        received = raw_request(nginx, line, headers, body)
         shape = f"{line[:80]!r} {[(n[:30], v[:30]) for n, v in headers][:6]}"
         assert_api_answer(received, shape, method)
         for status, _, _ in answers(received):
             statuses[status] = statuses.get(status, 0) + 1
-    REPORTS.append(("request-shape fuzz through nginx", [f"400 requests, statuses {dict(sorted(statuses.items()))}"]))
+    report("request-shape fuzz through nginx", f"400 requests, statuses {dict(sorted(statuses.items()))}")
 
 
-def test_anonymous_writes_to_users_never_reach_an_account(send):
+def test_anonymous_writes_to_users_never_reach_an_account(nginx, send):
     # The attack writes /users/<the account's id>. Ids are each table's own,
     # so the account's is moved past every public user's (in the stack's
     # database): the attack must find no one, and no seeded user is touched.
@@ -142,26 +144,22 @@ def test_anonymous_writes_to_users_never_reach_an_account(send):
         cur.execute("SELECT setval(pg_get_serial_sequence('accounts', 'id'), greatest("
                     "nextval(pg_get_serial_sequence('users', 'id')), nextval(pg_get_serial_sequence('accounts', 'id'))) + 100)")
     conn.close()
-    email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
-    created = send("POST", "/api/user/register", {"email": email, "password": "correct horse"})
-    assert created.status == 201
-    account_id = created.json()["id"]
-    put = send("PUT", f"/users/{account_id}", {"email": f"attacker-{uuid.uuid4().hex[:8]}@example.com"})
-    delete = send("DELETE", f"/users/{account_id}")
+    account = register(nginx, new_email("owner"))
+    put = send("PUT", f"/users/{account['id']}", {"email": new_email("attacker")})
+    delete = send("DELETE", f"/users/{account['id']}")
     assert (put.status, delete.status) == (404, 404)
-    token = send("POST", "/api/user/token/", f"username={email}&password=correct+horse",
-                 {"Content-Type": "application/x-www-form-urlencoded"})
-    assert token.status == 200, "the owner can still sign in"
-    me = send("GET", "/api/user/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-    assert (me.status, me.json()["email"]) == (200, email)
-    listed = send("GET", "/users?page_size=1000", headers={"Cache-Control": "no-cache"}).json()
-    assert email not in {user["email"] for user in listed}
+    token = token_for(nginx, account["email"])  # the owner can still sign in
+    me = send("GET", "/api/user/me", headers=bearer(token))
+    assert (me.status, me.json()["email"]) == (200, account["email"])
+    listed = send("GET", "/users?page_size=1000", headers=FRESH).json()
+    assert account["email"] not in {user["email"] for user in listed}
 
 
 def test_a_body_of_unknown_keys_costs_little_and_answers_little(send):
     # Before: 1 MiB of 100,000 unknown keys took 0.7 s of a worker and came back as 2.7 MB of errors.
     flood = "{" + ",".join(f'"k{n}":0' for n in range(100_000)) + "}"
-    assert send("POST", "/users", flood, {"Content-Type": "application/json"}).status == 413  # nginx: over the largest body of any operation
+    # nginx: over the largest body of any operation
+    assert send("POST", "/users", flood, {"Content-Type": "application/json"}).status == 413
     most = "{" + ",".join(f'"k{n}":0' for n in range(1_600)) + "}"  # just under the 16 KiB of POST /users
     assert len(most) < 16 * 1024
     reply = send("POST", "/users", most, {"Content-Type": "application/json"})
@@ -170,14 +168,15 @@ def test_a_body_of_unknown_keys_costs_little_and_answers_little(send):
     # 1,600 unknown keys, and name and email missing: 20 listed, the rest counted.
     assert len(errors) == 21 and errors["_more"] == [f"{1_600 + 2 - 20} more errors not listed."]
     over = "{" + ",".join(f'"k{n}":0' for n in range(2_000)) + "}"
-    assert len(over) > 16 * 1024 and send("POST", "/users", over, {"Content-Type": "application/json"}).status == 413  # the app: this operation's limit
+    # the app: this operation's limit
+    assert len(over) > 16 * 1024 and send("POST", "/users", over, {"Content-Type": "application/json"}).status == 413
 
 
 @pytest.mark.parametrize("method, path, status", [
     ("POST", "/users", 413),  # over this operation's 16 KiB, refused by its size
     ("POST", "/api/orders/", 401),  # refused before the body: no token
     ("PUT", "/nothing/here", 404),
-    ("GET", "/users/{user}", 200),  # answered by the item-read fast path (item_reads.py)
+    ("GET", "/users/{user}", 200),  # answered by the item-read fast path (cache/reads.py)
 ])
 def test_a_body_the_app_does_not_read_is_answered_not_502(send, new_user, method, path, status):
     # Before: gunicorn reads at most 64 KiB of a body the app left unread
@@ -186,31 +185,28 @@ def test_a_body_the_app_does_not_read_is_answered_not_502(send, new_user, method
     path = path.format(user=new_user)
     body = json.dumps({"items": "x" * 250_000})  # nginx takes up to 256 KiB
     with ThreadPoolExecutor(4) as pool:  # a few at once, as a flood sends them
-        headers = {"Content-Type": "application/json", "Cache-Control": "no-cache"}  # past L1
+        headers = {"Content-Type": "application/json", **FRESH}
         replies = list(pool.map(lambda _: send(method, path, body, headers), range(24)))
     assert [reply.status for reply in replies] == [status] * len(replies)
 
 
-def test_the_largest_valid_bodies_are_taken(send):
+def test_the_largest_valid_bodies_are_taken(nginx, send):
     escaped = "\\u00e9" * 100  # 100 characters, each written as a 6-byte escape
     created = send("POST", "/users", '{"name": "%s", "email": "%s@example.com"}' % (escaped, uuid.uuid4().hex * 2),
                    {"Content-Type": "application/json"})
     assert created.status == 201, created
-    email = f"big-{uuid.uuid4().hex[:8]}@example.com"
-    assert send("POST", "/api/user/register", {"email": email, "password": "correct horse"}).status == 201
-    token = send("POST", "/api/user/token/", f"username={email}&password=correct+horse",
-                 {"Content-Type": "application/x-www-form-urlencoded"}).json()["access_token"]
+    headers = signed_up(nginx, "big")["headers"]
     name = "\\u00e9" * 200
     items = ",".join('{"name": "%s", "quantity": 1, "price": 0.01}' % name for _ in range(100))
     order = '{"items": [%s], "total_price": 1.00}' % items
     assert len(order) > 120 * 1024
-    placed = send("POST", "/api/orders/", order, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    placed = send("POST", "/api/orders/", order, {"Content-Type": "application/json", **headers})
     assert placed.status == 201, placed
 
 
 def test_the_stacks_processes_hold_a_role_that_only_reads_and_writes_rows(send):
     """An SQL injection or a process taken over gets rows, not the schema."""
-    assert send("GET", "/users/1", headers={"Cache-Control": "no-cache"}).status == 200  # the app has connected
+    assert send("GET", "/users/1", headers=FRESH).status == 200  # the app has connected
     owner = psycopg2.connect(os.environ["MIGRATE_DATABASE_URL"])
     with owner, owner.cursor() as cur:
         cur.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name IN ('api', 'cache-relay')")

@@ -4,24 +4,15 @@ import json
 
 import pytest
 
-from tests.helpers import raw_exchange
-
-LEAKS = (b"Traceback", b"SELECT", b"INSERT", b"psycopg2", b"<html", b"SECRET_KEY", b"root:")
-FRESH = {"Cache-Control": "no-cache"}  # past L1, so "unchanged" is checked at the source
-
-
-def assert_json_error(reply, code):
-    assert reply.status == code, reply.body
-    assert reply.headers["Content-Type"] == "application/json"
-    assert reply.json()["code"] == code
-    assert not any(leak in reply.body for leak in LEAKS)
+from tests.support.errors import assert_error
+from tests.support.http import FRESH
 
 
 @pytest.fixture
 def unchanged(send, new_user):
     """A user of the test's own; afterwards it and the user count must be as they were."""
 
-    def state():
+    def state():  # past L1, so "unchanged" is checked at the source
         user = send("GET", f"/users/{new_user}", headers=FRESH)
         listing = send("GET", "/users?page_size=1", headers=FRESH)
         return user.body, json.loads(listing.headers["X-Pagination"])["total"]
@@ -75,7 +66,7 @@ BIG = 2**63
 )
 def test_bad_input_gets_a_json_4xx_and_changes_nothing(send, unchanged, method, path, body, headers, code):
     reply = send(method, path.replace("{id}", str(unchanged)), body, headers)
-    assert_json_error(reply, code)
+    assert_error(reply, code)
 
 
 def test_a_refused_method_names_the_allowed_ones(send, new_user):
@@ -95,10 +86,9 @@ def test_text_is_stored_and_returned_verbatim(send, name):
     assert reply.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_a_header_value_cannot_inject_response_headers(base_url, new_user):
+def test_a_header_value_cannot_inject_response_headers(nginx, new_user):
     # The id is echoed back: a CR LF in it must not start a header of its own.
-    response = raw_exchange(
-        base_url,
+    response = nginx.raw(
         f"GET /users/{new_user} HTTP/1.1\r\nHost: t\r\nX-Request-ID: abc%0d%0aSet-Cookie:%20a=1\r\n"
         "Connection: close\r\n\r\n".encode(),
     )
@@ -108,8 +98,8 @@ def test_a_header_value_cannot_inject_response_headers(base_url, new_user):
     assert b"x-request-id: abc" not in head  # not a valid id: replaced by one of nginx's
 
 
-def test_a_bare_carriage_return_in_a_header_is_a_json_400(base_url):
-    response = raw_exchange(base_url, b"GET /users/1 HTTP/1.1\r\nHost: t\r\nX-Bad: a\rSet-Cookie: b\r\nConnection: close\r\n\r\n")
+def test_a_bare_carriage_return_in_a_header_is_a_json_400(nginx):
+    response = nginx.raw(b"GET /users/1 HTTP/1.1\r\nHost: t\r\nX-Bad: a\rSet-Cookie: b\r\nConnection: close\r\n\r\n")
     head, body = response.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
     assert json.loads(body)["code"] == 400

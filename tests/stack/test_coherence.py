@@ -1,26 +1,21 @@
 """The staleness bounds of both cache levels, measured by the coherence
-checker (tests/coherence.py) on the running stack: a short run here, the
-same under faults in tests/faults/test_coherence_faults.py."""
+checker (tests/support/coherence.py) on the running stack: a short run here,
+the same under faults in tests/faults/test_coherence_faults.py."""
 
 import os
 
 import pytest
 
-from cache.l2 import CAUGHT_UP_SECONDS
-from cache.l1 import FRESH_SECONDS as L1_FRESH_SECONDS, REFRESH_SECONDS as L1_REFRESH_SECONDS
-from tests.coherence import Checker
+from tests.support.bounds import L1_BOUND, L1_ITEM_BOUND, L2_BOUND
+from tests.support.coherence import Checker
+from tests.support.stack import app_socket
 
 SECONDS = 25
-# An L1 entry lives 4 s fresh plus 1 s while refreshed, and nginx counts in whole seconds.
-L1_BOUND = L1_FRESH_SECONDS + L1_REFRESH_SECONDS + 1
-# After a change of an item, the relay has every nginx fetch it again.
-L1_ITEM_BOUND = 1.0
 
 
 @pytest.fixture(scope="module")
 def checked(base_url):
-    app_socket = os.environ["WEB_BIND"].removeprefix("unix:")
-    checker = Checker(base_url, app_socket, os.environ["DATABASE_URL"], seed=10)
+    checker = Checker(base_url, app_socket(), os.environ["DATABASE_URL"], seed=10)
     checker.run(SECONDS)
     checker.report(f"{SECONDS} s, no faults")
     return checker.figures()
@@ -35,7 +30,7 @@ def test_no_read_saw_a_state_that_no_write_made(checked):
     assert all(row["impossible"] == 0 for row in table.values()), table
 
 
-def test_l1_items_follow_a_change_within_a_second_and_lists_within_its_lifetime(checked):
+def test_l1_items_follow_a_change_within_a_second_and_lists_within_their_lifetime(checked):
     summary, table = checked
     # Enough reads at the level for its worst case to mean something.
     assert table["L1 item"]["reads"] >= 20 and table["L1 list"]["reads"] >= 5, table
@@ -46,7 +41,7 @@ def test_l1_items_follow_a_change_within_a_second_and_lists_within_its_lifetime(
 def test_l2_is_never_more_than_a_second_behind(checked):
     _, table = checked
     assert table["L2 item"]["reads"] >= 5, table
-    assert worst(table, "L2 item", "L2 list") <= CAUGHT_UP_SECONDS, table
+    assert worst(table, "L2 item", "L2 list") <= L2_BOUND, table
 
 
 def test_postgresql_answers_and_own_writes_are_never_behind(checked):

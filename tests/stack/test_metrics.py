@@ -13,13 +13,16 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import eventually
-from tests.stack.conftest import signed_up
+from tests.support.accounts import ORDER, signed_up
+from tests.support.bounds import REQUEST_SECONDS, UNPROMISED_WAIT
+from tests.support.http import FRESH
+from tests.support.stack import setting
+from tests.support.waiting import eventually
 
 
 def scrape(part):
     """{(name, sorted labels): value} of one part's /metrics."""
-    with urllib.request.urlopen(f"http://{os.environ[f'{part}_METRICS_BIND']}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{setting(f'{part}_METRICS_BIND')}/metrics", timeout=REQUEST_SECONDS) as response:
         text = response.read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
@@ -45,8 +48,7 @@ def test_every_request_counts_once_whichever_worker_answered(send, new_user):
     # Past L1, eight at a time: nginx opens several upstream connections,
     # which gunicorn's workers share out.
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda _: send("GET", f"/users/{new_user}", headers={"Cache-Control": "no-cache"}).status,
-                                 range(40)))
+        statuses = list(pool.map(lambda _: send("GET", f"/users/{new_user}", headers=FRESH).status, range(40)))
     assert statuses == [200] * 40
     after = scrape("APP")
     # Summed over the workers: one worker's samples alone would be about half.
@@ -61,34 +63,33 @@ def test_a_change_shows_in_the_relays_metrics(send, new_user):
     before = value(scrape("RELAY"), "api_relay_changes_applied_total")
     assert send("PUT", f"/users/{new_user}", {"name": "Metered"}).status == 200
     eventually(lambda: scrape("RELAY"),
-               lambda samples: value(samples, "api_relay_changes_applied_total") > before, seconds=5)
+               lambda samples: value(samples, "api_relay_changes_applied_total") > before, seconds=UNPROMISED_WAIT)
     relay = scrape("RELAY")
     assert value(relay, "api_relay_lag_seconds_count") >= 1
     assert ("api_relay_backlog_changes", ()) in relay
 
 
-def test_an_orders_request_id_reaches_the_workers_log_and_its_task_its_metrics(send):
-    token = signed_up(send, "traced")
+def test_an_orders_request_id_reaches_the_workers_log_and_its_task_its_metrics(nginx, send):
+    headers = signed_up(nginx, "traced")["headers"]
     processed = dict(task="orders.process", outcome="succeeded")
     before = value(scrape("WORKER"), "api_worker_tasks_total", **processed)
 
     request_id = f"trace-{uuid.uuid4().hex}"
-    order = {"items": [{"name": "Widget", "quantity": 1, "price": 2.5}], "total_price": 2.5}
-    placed = send("POST", "/api/orders/", order, {"Authorization": f"Bearer {token}", "X-Request-ID": request_id})
+    placed = send("POST", "/api/orders/", ORDER, {**headers, "X-Request-ID": request_id})
     assert placed.status == 201 and placed.headers["X-Request-ID"] == request_id
 
     eventually(lambda: scrape("WORKER"),
-               lambda samples: value(samples, "api_worker_tasks_total", **processed) > before, seconds=10)
+               lambda samples: value(samples, "api_worker_tasks_total", **processed) > before, seconds=UNPROMISED_WAIT)
     assert value(scrape("WORKER"), "api_worker_queue_wait_seconds_count", task="orders.process") >= 1
-    stack = Path(os.environ["STACK_DIR"])
+    stack = Path(setting("STACK_DIR"))
 
     def lines_with_the_id(log):
         return [json.loads(line) for line in (stack / log).read_text().splitlines()
                 if request_id in line and line.startswith("{")]
 
     # nginx writes its log once a second.
-    nginx, _ = eventually(lambda: lines_with_the_id("nginx/access.log"), bool, seconds=3)
-    assert [line["request_id"] for line in nginx] == [request_id]
+    logged = eventually(lambda: lines_with_the_id("nginx/access.log"), seconds=UNPROMISED_WAIT).value
+    assert [line["request_id"] for line in logged] == [request_id]
     assert [line["request_id"] for line in lines_with_the_id("app/app.log")] == [request_id]
     task_lines = lines_with_the_id("worker/worker.log")
     assert task_lines and all(line["request_id"] == request_id for line in task_lines)

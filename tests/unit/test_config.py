@@ -1,19 +1,15 @@
-"""Settings and containers: every variable documented, secrets without usable
-defaults, nothing running as root."""
+"""Settings and containers, read from the files: every variable documented,
+secrets without usable defaults, nothing running as root."""
 
+import functools
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-from flask import Flask
 
 from app import create_app
-from infra import metrics
-from migrate import INIT_SQL
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def documented():
@@ -35,24 +31,9 @@ def test_production_refuses_a_missing_or_example_secret(secret):
         create_app({"APP_ENV": "production", "SECRET_KEY": secret})
 
 
-def test_init_sql_can_run_again_without_side_effects(owner_connection, client):
-    for _ in range(2):
-        with owner_connection, owner_connection.cursor() as cur:
-            cur.execute(INIT_SQL.read_text())
-    assert [u["name"] for u in client.get("/users").get_json()] == ["Alice", "Bob", "Charlie"]
-    created = client.post("/users", json={"name": "Dana", "email": "dana@example.com"})
-    assert created.get_json()["id"] == 4
-
-
-def test_no_connection_is_opened_before_the_first_request(make_app):
-    app = make_app()
-    assert app.extensions["db"]["pool"] == (None, None)
-    app.test_client().get("/users/1")
-    assert app.extensions["db"]["pool"] != (None, None)
-
-
+@functools.cache
 def compose_services():
-    """docker-compose.yml as compose resolves it (anchors and .env.example applied)."""
+    """docker-compose.yml as compose resolves it (anchors and .env.example applied), read once."""
     text = subprocess.run(
         ["docker-compose", "--env-file", ".env.example", "config"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -121,14 +102,3 @@ def test_no_secret_is_committed():
     for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD"):
         value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
         assert value == "" or "change" in value.lower() or "example" in value.lower(), name
-
-
-def test_no_module_builds_an_app_at_import():
-    import app as app_module  # noqa: PLC0415
-
-    assert not any(isinstance(value, Flask) for value in vars(app_module).values())
-
-
-def test_each_app_has_its_own_metrics_setting(make_app):
-    assert make_app(METRICS_ENABLED=False).extensions["metrics"] is metrics.OFF
-    assert make_app(METRICS_ENABLED=True).extensions["metrics"] is metrics.recording()

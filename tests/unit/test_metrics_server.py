@@ -5,11 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from infra import metrics_server
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 # A process of the part holding one pooled connection until it is killed.
 HOLDS_A_CONNECTION = """

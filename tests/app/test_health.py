@@ -1,0 +1,18 @@
+"""GET /health: what each dependency says, never cached."""
+
+
+def test_health_reports_both_dependencies(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert {k: body[k] for k in ("status", "database", "cache")} == {"status": "healthy", "database": "ok", "cache": "ok"}
+    assert body["relay"]["state"] == "ok" and body["relay"]["changes_waiting"] >= 0
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_health_is_503_when_postgresql_is_unreachable(make_app, tmp_path):
+    app = make_app(DATABASE_URL=f"postgresql:///app?host={tmp_path}&user=app", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().get("/health")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unhealthy"
+    assert response.get_json()["database"] == "down"

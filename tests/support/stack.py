@@ -1,0 +1,28 @@
+"""What scripts/test.sh tells the tests about their stack: its settings
+(its stack.env, BASE_URL), exported in the environment. Only the tiers that
+need a stack ask, and only from a fixture or a test: the unit tier never does."""
+
+import os
+from urllib.parse import urlsplit
+
+import pytest
+
+
+def setting(name):
+    """The stack's ``name``; without it the run stops, saying how to start one."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.exit(f"{name} is not set: run the tests with 'make test' (or 'make test-app' beside 'make up')",
+                    returncode=2)
+    return value
+
+
+def app_socket():
+    """The path of the app's unix socket (gunicorn's WEB_BIND)."""
+    return setting("WEB_BIND").removeprefix("unix:")
+
+
+def with_database(url, name):
+    """``url`` (a URI, as DATABASE_URL is) naming database ``name`` instead."""
+    parts = urlsplit(url)  # urlunsplit would drop the // of an empty host
+    return f"{parts.scheme}://{parts.netloc}/{name}" + (f"?{parts.query}" if parts.query else "")
