@@ -201,6 +201,16 @@ def test_nginx_limits_each_client_on_what_l1_cannot_answer(stack, strict_nginx, 
     assert seen.unmet_for <= L1_ITEM_BOUND, figures
 
 
+def test_a_refused_method_past_the_limit_is_still_the_apis_json(stack, strict_nginx):
+    """nginx refuses TRACE itself and asks the app which methods the path
+    takes (@error_405); a client past its limit is refused there, and that
+    429 was once nginx's HTML page."""
+    with Client(stack.base_url) as tracer:
+        calls, seconds = burst_of(configured_burst() + 20, lambda _: tracer.request("TRACE", "/users"))
+    assert_limited(calls, seconds, strict_nginx, 405)
+    assert {c.headers["Content-Type"] for c in calls} == {"application/json"}
+
+
 def test_a_flood_of_oversized_writes_costs_the_app_no_reading(stack, figures):
     """Before, six clients sending two 1 MiB bodies of unknown keys a second
     held the workers and took a normal read from 3 ms to 2.4 s. Bodies are

@@ -5,15 +5,14 @@ fast path, the token check, gunicorn's own refusals and nginx's template."""
 import json
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 from werkzeug.http import HTTP_STATUS_CODES
 
 from infra.errors import error_body
-from tests.helpers import raw_exchange
+from tests.support import ROOT
 
-NGINX_HTTP_CONF = Path(__file__).resolve().parents[2] / "nginx" / "http.conf"
+NGINX_HTTP_CONF = ROOT / "nginx" / "http.conf"
 
 MISSING_ID = 2**62
 
@@ -52,10 +51,10 @@ def test_every_producer_answers_the_one_error_shape(send, producer):
     assert_error_shape(reply.status, reply.headers["Content-Type"], reply.body, status)
 
 
-def test_gunicorns_own_refusal_answers_the_one_error_shape(base_url):
+def test_gunicorns_own_refusal_answers_the_one_error_shape(nginx):
     # More header fields than gunicorn takes: nginx passes them on, gunicorn refuses.
     fields = b"".join(b"X-%d: a\r\n" % i for i in range(150))
-    raw = raw_exchange(base_url, b"GET /users?many=1 HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n")
+    raw = nginx.raw(b"GET /users?many=1 HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
