@@ -644,7 +644,7 @@ def main():
     seconds = 1 if args.quick else 4
     sizes = [1000, 5000] if args.quick else [1000, 100_000, 1_000_000]
     sys.path.insert(0, str(ROOT))
-    import settings  # noqa: PLC0415 (from the checkout, once its path is on sys.path)
+    from infra import settings  # noqa: PLC0415 (from the checkout, once its path is on sys.path)
 
     defaults = settings.web_settings()
     web = {"WEB_WORKERS": str(defaults["workers"]), "WEB_THREADS": str(defaults["threads"])}
