@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test test-unit test-app faults compose-test logs bench
+.PHONY: up down reset status test test-unit test-app faults compose-test cluster cluster-status cluster-down cluster-test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -31,6 +31,20 @@ faults:  ## only the fault and security drills (tests/faults), on a throwaway st
 
 compose-test:  ## docker-compose.yml for real: engine, stand-in images, up, test_app.sh, down, down -v
 	scripts/compose-test/run.sh
+
+cluster:  ## the product on several hosts of this machine (deploy/cluster/): entry on 127.0.0.1:PORT, 3 app hosts, a data host
+	WITH_CLUSTER=1 scripts/install-deps.sh
+	.venv/bin/python deploy/cluster/cluster.py up $(ARGS)
+
+cluster-status:  ## every host of the cluster, as JSON
+	.venv/bin/python deploy/cluster/cluster.py status
+
+cluster-down:  ## end every process of the cluster, remove its namespaces, links and data
+	.venv/bin/python deploy/cluster/cluster.py down
+
+cluster-test:  ## tests/cluster on a cluster of its own: L1 across hosts, the entry under faults, the checker per host
+	WITH_CLUSTER=1 WITH_TEST_TOOLS=1 scripts/install-deps.sh
+	.venv/bin/pytest tests/cluster -p no:cacheprovider -r fE $(ARGS)
 
 bench:  ## benchmark the cache levels against same-run baselines; writes docs/benchmarks.md
 	WITH_TEST_TOOLS=1 scripts/install-deps.sh

@@ -134,6 +134,9 @@ def _pool():
                     app.extensions["metrics"],
                     state["reports"],
                     connect_timeout=cfg["DB_CONNECT_TIMEOUT"],
+                    # A statement sent to a server cut off since fails after this
+                    # long unacknowledged, not after TCP's many retransmissions.
+                    tcp_user_timeout=cfg["DB_CONNECT_TIMEOUT"] * 1000,
                     options=f"-c statement_timeout={cfg['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC"
                     " -c api.report_changes=on",
                     application_name="api",

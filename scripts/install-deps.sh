@@ -3,7 +3,8 @@
 # PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
 # chromium for the tests, wrk for the benchmark; with MONITORING=1 or
 # WITH_TEST_TOOLS=1, Prometheus and mtail; with WITH_DOCKER=1 the Docker
-# engine and debootstrap for make compose-test) from the OS packages, and a
+# engine and debootstrap for make compose-test; with WITH_CLUSTER=1 iproute2
+# and iptables for make cluster) from the OS packages, and a
 # virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ fi
 if [ "${MONITORING:-0}" = 1 ] || [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
     command -v prometheus >/dev/null || packages+=(prometheus)
     command -v mtail >/dev/null || packages+=(mtail)
+fi
+if [ "${WITH_CLUSTER:-0}" = 1 ]; then
+    command -v ip >/dev/null || packages+=(iproute2)
+    command -v iptables >/dev/null || packages+=(iptables)
 fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
@@ -49,7 +54,7 @@ fi
 stamp=.venv/.installed
 if [ ! -x .venv/bin/python ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
     echo "installing Python packages into .venv"
-    python3 -m venv .venv
+    [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
     touch "$stamp"
 fi

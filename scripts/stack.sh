@@ -9,16 +9,21 @@
 #   scripts/stack.sh status   what is running
 #   scripts/stack.sh stop|start SERVICE
 #                             one of postgres, redis, redis-state, app, relay, worker, nginx (fault drills;
-#                             `start app` reloads running workers, like `up`)
+#                             `start app` reloads running workers, like `up`); `start migrate` runs migrate.py
 #
 # Only nginx listens on TCP (LISTEN_HOST:PORT); the others use unix sockets
-# inside STACK_DIR, so several stacks never collide on a port.
+# inside STACK_DIR, so several stacks never collide on a port. With TCP_HOST
+# (a host of the several-host deployment, deploy/cluster/), PostgreSQL
+# (5432) and the two Redis (6379, 6380) also listen on that address, and
+# PostgreSQL trusts the network TCP_TRUST (a CIDR) there.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 PORT=${PORT:-80}
 LISTEN_HOST=${LISTEN_HOST:-127.0.0.1}
+TCP_HOST=${TCP_HOST:-}
+TCP_TRUST=${TCP_TRUST:-}
 VENV=$ROOT/.venv
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -131,13 +136,14 @@ start_postgres() {
         log "postgres: creating a cluster in $dir/data"
         as_pg mkdir -p "$dir/run"
         as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+        [ -z "$TCP_TRUST" ] || echo "host all all $TCP_TRUST trust" | as_pg tee -a "$dir/data/pg_hba.conf" >/dev/null
     fi
     if as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         log "postgres: already running"
     else
         # No TCP; the socket (mode 0700) admits only the stack's owner.
         as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-            -o "-c listen_addresses='' -c unix_socket_directories='$dir/run' -c unix_socket_permissions=0700" \
+            -o "-c listen_addresses='$TCP_HOST' -c unix_socket_directories='$dir/run' -c unix_socket_permissions=0700" \
             start >/dev/null
         log "postgres: started"
     fi
@@ -153,12 +159,13 @@ start_postgres() {
     fi
 }
 
-start_redis_server() {  # NAME SOCKET REDIS-ARGS...: one redis-server in STACK_DIR/NAME
-    local name=$1 sock=$2
-    shift 2
+start_redis_server() {  # NAME SOCKET TCP-PORT REDIS-ARGS...: one redis-server in STACK_DIR/NAME
+    local name=$1 sock=$2 tcp=(--port 0)
+    [ -z "$TCP_HOST" ] || tcp=(--bind "$TCP_HOST" --port "$3" --protected-mode no)
+    shift 3
     mkdir -p "$STACK_DIR/$name"
     if alive "$STACK_DIR/$name/redis.pid"; then log "$name: already running"; return; fi
-    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$STACK_DIR/$name" --save "" "$@" \
+    redis-server "${tcp[@]}" --unixsocket "$sock" --unixsocketperm 700 --dir "$STACK_DIR/$name" --save "" "$@" \
         --daemonize yes --pidfile "$STACK_DIR/$name/redis.pid" --logfile "$STACK_DIR/$name/redis.log"
     wait_for 10 "$name" redis-cli -s "$sock" ping
     log "$name: started"
@@ -166,7 +173,7 @@ start_redis_server() {  # NAME SOCKET REDIS-ARGS...: one redis-server in STACK_D
 
 start_redis() {
     # A cache only: no persistence, bounded memory, least-recently-used eviction.
-    start_redis_server redis "$REDIS_SOCK" --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru
+    start_redis_server redis "$REDIS_SOCK" 6379 --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru
 }
 
 start_state_redis() {
@@ -174,7 +181,7 @@ start_state_redis() {
     # refuses writes instead, and the limiter counts in memory meanwhile),
     # and kept on disk across restarts. A flood of cache entries on the
     # cache Redis cannot reach them.
-    start_redis_server redis-state "$STATE_REDIS_SOCK" --appendonly yes --maxmemory 64mb --maxmemory-policy noeviction
+    start_redis_server redis-state "$STATE_REDIS_SOCK" 6380 --appendonly yes --maxmemory 64mb --maxmemory-policy noeviction
 }
 
 fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
@@ -183,11 +190,15 @@ with_env() {
     (set -a && . "$STACK_DIR/stack.env" && set +a && cd "$ROOT" && exec "$@")
 }
 
-start_app() {
+migrate() {
     mkdir -p "$STACK_DIR/app"
     # The schema before the app: init.sql for an empty database, migrations/ for an earlier release's.
     with_env "$VENV/bin/python" migrate.py >>"$STACK_DIR/app/migrate.log" 2>&1 ||
         die "migrate.py failed: see $STACK_DIR/app/migrate.log"
+}
+
+start_app() {
+    migrate
     if alive "$STACK_DIR/app/gunicorn.pid"; then
         # HUP: new workers with the current code, the old ones finish their requests.
         kill -HUP "$(cat "$STACK_DIR/app/gunicorn.pid")"
@@ -289,6 +300,8 @@ start_nginx() {
         log "nginx: already running (configuration reloaded)"
         return
     fi
+    # A socket left by an nginx that was killed would refuse the bind.
+    rm -f "$dir/refresh.sock"
     nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -t
     nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
         die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"
@@ -371,6 +384,7 @@ service() {  # service start|stop NAME
         start:postgres) start_postgres ;;
         start:redis) start_redis ;;
         start:redis-state) start_state_redis ;;
+        start:migrate) migrate ;;
         start:app) start_app ;;
         start:relay) start_relay ;;
         start:worker) start_worker ;;

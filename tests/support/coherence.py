@@ -57,6 +57,7 @@ class Read:
     l2: str
     seen: dict = field(default_factory=dict)  # key -> version, or ABSENT
     own: bool = False  # a writer reading its own write back
+    error: str = ""  # why there was no answer
 
     @property
     def level(self):
@@ -103,19 +104,25 @@ class History:
             best = behind if best is None else min(best, behind)
         return best
 
-    def figures(self):
-        """A summary, and per level and kind: reads, the worst staleness and the impossible reads."""
+    def figures(self, by_via=False):
+        """A summary, and per level and kind (and, ``by_via``, per way in):
+        reads, the worst staleness and the impossible reads."""
         table = defaultdict(lambda: {"reads": 0, "worst_s": 0.0, "impossible": 0})
         for read in self.reads:
+            where = f" via {read.via}" if by_via else ""
             if not read.seen:
-                table["no answer or error"]["reads"] += 1
+                row = table[f"no answer or error{where}"]
+                row["reads"] += 1
+                statuses = row.setdefault("statuses", {})
+                status = f"no answer: {read.error}" if read.status == 0 else read.status
+                statuses[status] = statuses.get(status, 0) + 1
                 continue
             if read.own:
                 row = table[f"own write, {read.via}"]
             elif read.l1 == "STALE":
-                row = table[f"L1 stale-if-error {read.kind}"]
+                row = table[f"L1 stale-if-error {read.kind}{where}"]
             else:
-                row = table[f"{read.level} {read.kind}"]
+                row = table[f"{read.level} {read.kind}{where}"]
             row["reads"] += 1
             for key in read.seen:
                 behind = self.staleness(read, key)
@@ -128,22 +135,32 @@ class History:
                    "reads": len(self.reads)}
         return summary, dict(table)
 
-    def lines(self):
+    def lines(self, by_via=False):
         """The figures as lines of text."""
-        summary, table = self.figures()
+        summary, table = self.figures(by_via)
         return [json.dumps(summary)] + [
-            f"{level:28} {row['reads']:6} reads, worst {row['worst_s']:.3f} s behind, {row['impossible']} impossible"
+            f"{level:36} {row['reads']:6} reads, worst {row['worst_s']:.3f} s behind, {row['impossible']} impossible"
+            + (f", statuses {row['statuses']}" if "statuses" in row else "")
             for level, row in sorted(table.items())]
 
 
 class Checker:
     """The load that makes a ``History`` on a running stack: ``run(seconds)``,
     then ``figures()``. Each thread thinks on a random sequence of its own,
-    drawn from ``seed`` and its name, so a run's load is the same on any machine."""
+    drawn from ``seed`` and its name, so a run's load is the same on any machine.
+
+    Writers go through ``base_url`` (and SQL); readers, by default three
+    through it and one straight to the app's socket. ``ways_in``: instead,
+    {name: target} of the readers' ways in, one item reader and one list
+    reader each (several hosts: the entry, each host's nginx and app).
+    """
 
     def __init__(self, base_url, app_socket, database_url, api_users=4, psql_users=1, phones=2,
-                 quiet_share=0.15, seed=None):
-        self.base_url, self.app = base_url, f"unix:{app_socket}"
+                 quiet_share=0.15, seed=None, ways_in=None):
+        self.base_url = base_url
+        self.targets = ways_in or {"nginx": base_url, "app": f"unix:{app_socket}"}
+        self.item_readers = list(self.targets) if ways_in else ["nginx", "nginx", "nginx", "app"]
+        self.by_via = bool(ways_in)
         self.database_url = database_url
         self.tag = uuid.uuid4().hex[:6]
         self.seed = seed
@@ -197,8 +214,8 @@ class Checker:
         work = [(self._writer, key) for key in self.api_users]
         work += [(self._psql_writer, key) for key in self.psql_users]
         work += [(self._phone_writer, key) for key in self.phones]
-        work += [(self._reader, via) for via in ("nginx", "nginx", "nginx", "app")]
-        work += [(self._list_reader, via) for via in ("nginx", "app")]
+        work += [(self._reader, via) for via in self.item_readers]
+        work += [(self._list_reader, via) for via in self.targets]
         threads = [threading.Thread(target=target, args=(arg, deadline, self._random(n)))
                    for n, (target, arg) in enumerate(work)]
         for thread in threads:
@@ -218,10 +235,10 @@ class Checker:
         return rng.uniform(0, short)
 
     def _endpoint(self, via):
-        return Client(self.base_url if via == "nginx" else self.app)
+        return Client(self.targets[via])
 
     def _writer(self, key, deadline, rng):
-        nginx, app = self._endpoint("nginx"), self._endpoint("app")
+        nginx, app = Client(self.base_url), self._endpoint(self.item_readers[-1])
         path = f"/users/{self.user_ids[key]}"
         for version in range(1, 10_000):
             if time.monotonic() + 0.5 > deadline:
@@ -266,7 +283,7 @@ class Checker:
 
     def _phone_writer(self, key, deadline, rng):
         """An address created, changed, deleted and created again."""
-        nginx = self._endpoint("nginx")
+        nginx = Client(self.base_url)
         phone, absent = self.phones[key], 0
         for version in range(1, 10_000):
             if time.monotonic() + 0.5 > deadline:
@@ -298,7 +315,8 @@ class Checker:
 
     def _read_item(self, endpoint, via, key, path, headers, own=False):
         reply = endpoint.request("GET", path, headers=headers)
-        read = Read((key,), "item", via, reply.started, reply.ended, reply.status, reply.l1, reply.l2, own=own)
+        read = Read((key,), "item", via, reply.started, reply.ended, reply.status, reply.l1, reply.l2, own=own,
+                    error=reply.error)
         if reply.status == 200:
             data = reply.json()
             read.seen[key] = self._version_of(key, data["address"] if key in self.phones else data["name"])
@@ -311,7 +329,8 @@ class Checker:
         by_id = {user_id: key for key, user_id in self.user_ids.items()}
         while time.monotonic() < deadline:
             reply = endpoint.request("GET", self.list_path)
-            read = Read(tuple(self.user_ids), "list", via, reply.started, reply.ended, reply.status, reply.l1, reply.l2)
+            read = Read(tuple(self.user_ids), "list", via, reply.started, reply.ended, reply.status, reply.l1, reply.l2,
+                        error=reply.error)
             if reply.status == 200:
                 listed = {by_id[user["id"]]: self._version_of(by_id[user["id"]], user["name"])
                           for user in reply.json() if user["id"] in by_id}
@@ -322,8 +341,8 @@ class Checker:
     # --- the verdicts ---
 
     def figures(self):
-        return self.history.figures()
+        return self.history.figures(self.by_via)
 
     def report(self, name):
         """The figures, kept for the end of the session's report."""
-        report(f"coherence checker: {name}", *self.history.lines())
+        report(f"coherence checker: {name}", *self.history.lines(self.by_via))

@@ -35,6 +35,15 @@ def new_source():
     return str(_FIRST_SOURCE + next(_sources))
 
 
+_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+_CLOSED_BEFORE_ANSWER = (" (RemoteDisconnected", " (BrokenPipeError", " (ConnectionResetError")
+
+
+def _on_loopback(target):
+    host = urlsplit(target).hostname
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
 @dataclass
 class Reply:
     """One exchange: what came back and when."""
@@ -88,10 +97,11 @@ class Client:
     each request has a connection of its own and any thread may send."""
 
     def __init__(self, target, source=None, timeout=REQUEST_SECONDS, keep_alive=True):
-        """``source``: the address to send from; a new one when not given."""
+        """``source``: the loopback address to send from; a new one when not
+        given. To another host (the cluster's), the machine's own address."""
         self.target, self.timeout, self.keep_alive = target, timeout, keep_alive
         self.unix_path = target[len("unix:"):] if target.startswith("unix:") else None
-        self.source = None if self.unix_path else (source or new_source())
+        self.source = None if self.unix_path or not _on_loopback(target) else (source or new_source())
         self._conn = None
 
     def _open(self):
@@ -99,7 +109,7 @@ class Client:
             return _UnixConnection(self.unix_path, self.timeout)
         parts = urlsplit(self.target)
         return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout,
-                                          source_address=(self.source, 0))
+                                          source_address=(self.source, 0) if self.source else None)
 
     def request(self, method, path, body=None, headers=None, form=None):
         """The ``Reply``. ``body``: bytes or text as they are, anything else as
@@ -111,8 +121,21 @@ class Client:
         elif body is not None and not isinstance(body, (bytes, str)):
             body = json.dumps(body)
             headers.setdefault("Content-Type", "application/json")
-        conn = self._conn if self.keep_alive and self._conn else self._open()
         started = time.monotonic()
+        reused = self.keep_alive and self._conn is not None
+        conn, reply = self._exchange(self._conn if reused else self._open(), method, path, body, headers, started)
+        if reused and reply.status == 0 and method in _IDEMPOTENT and reply.error.startswith(_CLOSED_BEFORE_ANSWER):
+            # The server closed the kept-alive connection as the request went
+            # out (an nginx reloading, say): sent again on a new one, as HTTP
+            # clients do (RFC 9112, 9.3.1).
+            conn, reply = self._exchange(self._open(), method, path, body, headers, started)
+        reply.seconds = time.monotonic() - started
+        if self.keep_alive:
+            self._conn = conn
+        return reply
+
+    def _exchange(self, conn, method, path, body, headers, started):
+        """(the connection to keep, or None; the Reply)."""
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
@@ -124,10 +147,7 @@ class Client:
             conn.close()
             conn = None
             reply = Reply(0, started=started, error=f" ({type(error).__name__}: {error})")
-        reply.seconds = time.monotonic() - started
-        if self.keep_alive:
-            self._conn = conn
-        return reply
+        return conn, reply
 
     def raw(self, data):
         """``data`` sent as it is, on a connection of its own; every byte that
@@ -139,7 +159,7 @@ class Client:
         else:
             parts = urlsplit(self.target)
             conn = socket.create_connection((parts.hostname, parts.port or 80), timeout=self.timeout,
-                                            source_address=(self.source, 0))
+                                            source_address=(self.source, 0) if self.source else None)
         with conn:
             conn.sendall(data)
             chunks = []

@@ -1,0 +1,454 @@
+"""The product on several hosts of this one machine: each host a network
+namespace with an address of its own on a bridge, behind one entry.
+
+    entry      nginx in the machine's own namespace, on 127.0.0.1:PORT; load-balances over the app hosts
+    app1..N    nginx (its own L1) and gunicorn each, as `make up` runs them (scripts/stack.sh)
+    data       PostgreSQL, the cache Redis, the state Redis, the relay and the Celery worker
+
+Every host runs the project's own processes with scripts/stack.sh, inside its
+namespace, from a directory of its own, with its own stack.env: the same code,
+nginx configuration and settings as `make up`; only the addresses differ.
+The relay finds every L1 by one name, ``l1.<cluster>``, that the data host's
+hosts file resolves to every app host, looked up again every second
+(cache/l1.py): ``add`` makes a new host known to it without a restart.
+
+    python deploy/cluster/cluster.py up [--apps N] [--port PORT]
+    python deploy/cluster/cluster.py status            JSON: every host, its role, address, whether it is up
+    python deploy/cluster/cluster.py kill HOST         SIGKILL every process on HOST
+    python deploy/cluster/cluster.py stop HOST         graceful: an app host leaves the entry first
+    python deploy/cluster/cluster.py start HOST
+    python deploy/cluster/cluster.py partition HOST [PEER]   cut every link of HOST, or only towards PEER
+    python deploy/cluster/cluster.py heal HOST [PEER]
+    python deploy/cluster/cluster.py add               a new app host, known to the entry and the relay
+    python deploy/cluster/cluster.py down              end every process, remove every namespace, link and bridge
+
+The cluster lives in CLUSTER_DIR (default .cluster/ in the checkout); ``down``
+deletes it. Root is needed (namespaces, links). Traffic goes only to loopback
+and to the cluster's own addresses, on a /24 checked to be unused.
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "scripts" / "stack.sh"
+# Candidate networks, the first one unused on this machine is taken.
+CANDIDATES = ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24)
+APP_PORT, REFRESH_PORT = 80, 8081
+DATA_SERVICES = ("postgres", "redis", "redis-state", "migrate", "relay", "worker")
+APP_SERVICES = ("app", "nginx")
+
+
+def run(*args, check=True, **kwargs):
+    return subprocess.run(args, check=check, text=True, capture_output=True, **kwargs)
+
+
+class Cluster:
+    def __init__(self, directory):
+        self.dir = Path(directory).resolve()
+        self.state_file = self.dir / "cluster.json"
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+
+    # -- state -------------------------------------------------------------
+
+    def save(self):
+        self.state_file.write_text(json.dumps(self.state, indent=2) + "\n")
+
+    @property
+    def hosts(self):
+        return self.state["hosts"]
+
+    def host(self, name):
+        if name not in self.hosts:
+            sys.exit(f"no host {name!r}: {', '.join(self.hosts)}")
+        return self.hosts[name]
+
+    def apps(self):
+        return [name for name, host in self.hosts.items() if host["role"] == "app"]
+
+    def address(self, name):
+        """A host's address; ``entry`` is the machine's own on the bridge."""
+        return self.state["entry_address"] if name == "entry" else self.host(name)["address"]
+
+    @property
+    def l1_name(self):
+        return f"l1.{self.state['name']}"
+
+    # -- up and down ---------------------------------------------------------
+
+    def up(self, apps, port):
+        if self.state:
+            sys.exit(f"a cluster runs in {self.dir}: down first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # the postgres user reaches its data directory
+        name = f"apic{secrets.token_hex(2)}"
+        subnet = unused_subnet()
+        addresses = list(subnet.hosts())
+        self.state = {
+            "name": name, "subnet": str(subnet), "bridge": name, "port": port,
+            "entry_address": str(addresses[0]), "secret_key": secrets.token_hex(32),
+            "next_address": 10, "hosts": {},
+        }
+        self.save()
+        run("ip", "link", "add", name, "type", "bridge")
+        run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", name)
+        run("ip", "link", "set", name, "up")
+        self._make_host("data", "data", str(addresses[1]))
+        self.start("data")
+        for _ in range(apps):
+            self.add(entry=False)
+        self._write_entry()
+        self._start_entry()
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30, "the entry")
+        print(f"the cluster answers on http://127.0.0.1:{port} ({len(self.apps())} app hosts; "
+              f"python deploy/cluster/cluster.py status)", file=sys.stderr)
+
+    def down(self):
+        if not self.state:
+            return
+        self._stop_entry()
+        for name in list(self.hosts):
+            host = self.hosts[name]
+            if namespace_exists(host["ns"]):
+                self._stack(name, "reset", check=False)
+                self._kill_all(name)
+                run("ip", "netns", "del", host["ns"], check=False)
+            run("ip", "link", "del", host["veth"], check=False)
+            shutil.rmtree(Path("/etc/netns") / host["ns"], ignore_errors=True)
+        run("ip", "link", "del", self.state["bridge"], check=False)
+        shutil.rmtree(self.dir)
+        self.state = None
+
+    def add(self, entry=True):
+        """A new app host, started, known to the relay's hosts file and the entry."""
+        number = 1 + sum(1 for host in self.hosts.values() if host["role"] == "app")
+        name = f"app{number}"
+        subnet = ipaddress.ip_network(self.state["subnet"])
+        address = str(subnet.network_address + self.state["next_address"])
+        self.state["next_address"] += 1
+        self._make_host(name, "app", address)
+        self._write_l1_names()
+        self.start(name, entry=entry)
+        return name
+
+    def _make_host(self, name, role, address):
+        ns, veth = f"{self.state['name']}-{name}", f"{self.state['name']}-{name.removeprefix('app')}"
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "link", "set", veth, "master", self.state["bridge"], "up")
+        prefix = ipaddress.ip_network(self.state["subnet"]).prefixlen
+        run("ip", "-n", ns, "addr", "add", f"{address}/{prefix}", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        # `ip netns exec` shows a namespace's processes /etc/netns/NS/hosts as /etc/hosts.
+        (Path("/etc/netns") / ns).mkdir(parents=True, exist_ok=True)
+        (Path("/etc/netns") / ns / "hosts").write_text("127.0.0.1 localhost\n")
+        directory = self.dir / "hosts" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o755)
+        self.hosts[name] = {"role": role, "ns": ns, "veth": veth, "address": address, "dir": str(directory),
+                            "cut_from": []}
+        self.save()
+        self._write_env(name)
+
+    def _write_env(self, name):
+        """The host's stack.env: the settings of `make up`, with the data host's addresses."""
+        host, data = self.host(name), self.address("data")
+        directory = Path(host["dir"])
+        lines = {
+            "APP_ENV": "development",
+            "SECRET_KEY": self.state["secret_key"],
+            "DATABASE_URL": f"postgresql://api@{data}:5432/app",
+            "MIGRATE_DATABASE_URL": f"postgresql://app@{data}:5432/app",
+            "REDIS_URL": f"redis://{data}:6379/0",
+            "RATE_LIMIT_STORAGE_URL": f"redis://{data}:6380/0",
+            "CELERY_BROKER_URL": f"redis://{data}:6380/1",
+            "WEB_BIND": f"unix:{directory}/app/app.sock",
+            "L1_REFRESH_URLS": f"http://{self.l1_name}:{REFRESH_PORT}",
+            # Each host's own loopback: the same ports on every host never collide.
+            "APP_METRICS_BIND": "127.0.0.1:9101", "RELAY_METRICS_BIND": "127.0.0.1:9102",
+            "WORKER_METRICS_BIND": "127.0.0.1:9103", "L1_METRICS_BIND": "127.0.0.1:3903",
+            "PROMETHEUS_BIND": "127.0.0.1:9090",
+        }
+        env = directory / "stack.env"
+        env.write_text("".join(f"{key}='{value}'\n" for key, value in lines.items()))
+        env.chmod(0o600)
+
+    def _write_l1_names(self):
+        """The data host's hosts file: ``l1.<cluster>`` is every app host. Written
+        in place: the relay's namespace sees this very file."""
+        lines = ["127.0.0.1 localhost"] + [f"{self.address(app)} {self.l1_name}" for app in self.apps()]
+        path = Path("/etc/netns") / self.host("data")["ns"] / "hosts"
+        with open(path, "r+") as hosts:
+            hosts.truncate(0)
+            hosts.write("\n".join(lines) + "\n")
+
+    # -- one host --------------------------------------------------------------
+
+    def _stack(self, name, *args, check=True, **env):
+        host = self.host(name)
+        settings = {"STACK_DIR": host["dir"], "PORT": str(APP_PORT), "LISTEN_HOST": host["address"], **env}
+        if host["role"] == "data":
+            settings.update(TCP_HOST=host["address"], TCP_TRUST=self.state["subnet"])
+        return run("ip", "netns", "exec", host["ns"], "env", *(f"{k}={v}" for k, v in settings.items()),
+                   str(STACK), *args, check=check)
+
+    def start(self, name, entry=True):
+        host = self.host(name)
+        if host["role"] == "app":
+            self._write_app_nginx_extras(name)
+        for service in DATA_SERVICES if host["role"] == "data" else APP_SERVICES:
+            result = self._stack(name, "start", service, check=False)
+            if result.returncode != 0:
+                sys.exit(f"{name}: {service} did not start:\n{result.stderr}")
+        if host["role"] == "app" and entry and self._write_entry():
+            self._reload_entry()
+
+    def _write_app_nginx_extras(self, name):
+        """What an app host's nginx adds to the local stack's: the client address
+        from the entry's X-Forwarded-For (the entry's alone), and the relay's
+        way in on TCP (nginx/local.conf.template has it on a unix socket)."""
+        host = self.host(name)
+        extra = Path(host["dir"]) / "nginx" / "extra"
+        extra.mkdir(parents=True, exist_ok=True)
+        (extra / "server-client-address.conf").write_text(
+            f"set_real_ip_from {self.state['entry_address']};\nreal_ip_header X-Forwarded-For;\n")
+        (extra / "http-refresh-server.conf").write_text(
+            f"server {{\n    listen {host['address']}:{REFRESH_PORT};\n    include {ROOT}/nginx/cache.conf;\n"
+            f"    include {ROOT}/nginx/errors.conf;\n}}\n")
+
+    def stop(self, name):
+        """Gracefully: an app host first leaves the entry, and what it serves ends."""
+        host = self.host(name)
+        if host["role"] == "app" and self._write_entry(without=name):
+            self._reload_entry()
+        self._stack(name, "down", check=False)
+
+    def kill(self, name):
+        self._kill_all(name)
+
+    def _kill_all(self, name):
+        """SIGKILL every process of the host's namespace; returns once none is left."""
+        ns = self.host(name)["ns"]
+
+        def pids():
+            return [int(pid) for pid in run("ip", "netns", "pids", ns, check=False).stdout.split()]
+
+        for pid in pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: not [pid for pid in pids() if process_running(pid)], 10, f"{name}'s processes to end")
+
+    def partition(self, name, peer=None):
+        host = self.host(name)
+        if peer is None:
+            run("ip", "link", "set", host["veth"], "down")
+            host["cut_from"] = ["*"]
+        else:
+            address = self.address(peer)
+            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                run("ip", "netns", "exec", host["ns"], "iptables", "-I", chain, side, address, "-j", "DROP")
+            host["cut_from"].append(peer)
+        self.save()
+
+    def heal(self, name, peer=None):
+        host = self.host(name)
+        if peer is None:
+            run("ip", "link", "set", host["veth"], "up")
+            run("ip", "link", "set", host["veth"], "master", self.state["bridge"], "up")
+            for cut in [p for p in host["cut_from"] if p != "*"]:
+                self.heal(name, cut)
+            host["cut_from"] = []
+        elif peer in host["cut_from"]:
+            address = self.address(peer)
+            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                run("ip", "netns", "exec", host["ns"], "iptables", "-D", chain, side, address, "-j", "DROP")
+            host["cut_from"].remove(peer)
+        self.save()
+
+    def status(self):
+        hosts = [{"name": "entry", "role": "entry", "address": f"127.0.0.1:{self.state['port']}",
+                  "up": pid_alive(self.dir / "entry" / "nginx.pid"), "processes": {}}]
+        for name, host in self.hosts.items():
+            processes = {}
+            if namespace_exists(host["ns"]):
+                for line in self._stack(name, "status", check=False).stdout.splitlines():
+                    service, _, state = line.partition(": ")
+                    processes[service] = state == "running"
+            wanted = ("nginx", "gunicorn") if host["role"] == "app" else ("postgres", "redis", "redis-state",
+                                                                         "relay", "celery")
+            hosts.append({"name": name, "role": host["role"], "address": host["address"], "namespace": host["ns"],
+                          "up": all(processes.get(service) for service in wanted),
+                          "cut_from": host["cut_from"], "processes": {s: processes.get(s, False) for s in wanted}})
+        return {"name": self.state["name"], "subnet": self.state["subnet"],
+                "entry": f"http://127.0.0.1:{self.state['port']}", "hosts": hosts}
+
+    # -- the entry ---------------------------------------------------------------
+
+    def _write_entry(self, without=None):
+        """The entry's configuration, with every app host (but ``without``);
+        whether it changed. A reload closes the entry's idle client
+        connections, and a client that sent on one at that moment has to
+        send again: the entry reloads only when its hosts change."""
+        directory = self.dir / "entry"
+        (directory / "tmp").mkdir(parents=True, exist_ok=True)
+        servers = "".join(f"        server {self.address(app)}:{APP_PORT} max_fails=1 fail_timeout=2s;\n"
+                          for app in self.apps() if app != without)
+        template = (Path(__file__).parent / "entry.conf.template").read_text()
+        config = (template.replace("@STATE@", str(directory)).replace("@ROOT@", str(ROOT))
+                  .replace("@SERVERS@", servers.rstrip("\n").lstrip()).replace("@PORT@", str(self.state["port"])))
+        path = directory / "nginx.conf"
+        if path.exists() and path.read_text() == config:
+            return False
+        path.write_text(config)
+        return True
+
+    def _start_entry(self):
+        directory = self.dir / "entry"
+        run("nginx", "-q", "-e", f"{directory}/error.log", "-p", str(directory), "-c", f"{directory}/nginx.conf")
+
+    def _reload_entry(self):
+        """Reload the entry; returns once its old workers, and the requests
+        they were passing on, are done."""
+        directory = self.dir / "entry"
+        if not pid_alive(directory / "nginx.pid"):
+            return
+        master = int((directory / "nginx.pid").read_text())
+        old = children(master)
+        run("nginx", "-q", "-e", f"{directory}/error.log", "-p", str(directory), "-c", f"{directory}/nginx.conf",
+            "-s", "reload")
+        wait_for(lambda: children(master) and not (children(master) & old), 60, "the entry's old workers to finish")
+
+    def _stop_entry(self):
+        pidfile = self.dir / "entry" / "nginx.pid"
+        if pid_alive(pidfile):
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not process_alive(pid), 10, "the entry to stop")
+
+
+def unused_subnet():
+    """The first candidate /24 that no address or route of this machine overlaps."""
+    taken = []
+    for line in run("ip", "-4", "-o", "addr").stdout.splitlines() + run("ip", "-4", "route").stdout.splitlines():
+        for word in line.split():
+            try:
+                taken.append(ipaddress.ip_network(word, strict=False))
+            except ValueError:
+                pass
+    for candidate in CANDIDATES:
+        if not any(candidate.overlaps(network) for network in taken if network.prefixlen > 0):
+            return candidate
+    sys.exit("no unused /24 in 10.213.0.0/16")
+
+
+def namespace_exists(ns):
+    return Path("/run/netns", ns).exists()
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def children(pid):
+    """The running processes whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def process_running(pid):
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def pid_alive(pidfile):
+    try:
+        return process_alive(int(Path(pidfile).read_text()))
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"{what}: not within {seconds} s")
+        time.sleep(0.1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    up = verbs.add_parser("up")
+    up.add_argument("--apps", type=int, default=3)
+    up.add_argument("--port", type=int, default=int(os.environ.get("PORT", 80)))
+    for verb in ("kill", "stop", "start"):
+        verbs.add_parser(verb).add_argument("host")
+    for verb in ("partition", "heal"):
+        one = verbs.add_parser(verb)
+        one.add_argument("host")
+        one.add_argument("peer", nargs="?", help="only towards this host (or entry)")
+    for verb in ("status", "add", "down"):
+        verbs.add_parser(verb)
+    args = parser.parse_args()
+    cluster = Cluster(args.dir)
+    if args.verb == "up":
+        try:
+            cluster.up(args.apps, args.port)
+        except BaseException:
+            cluster.down()
+            raise
+        return
+    if cluster.state is None:
+        if args.verb == "down":
+            return
+        sys.exit(f"no cluster in {cluster.dir}: up first")
+    if args.verb == "status":
+        print(json.dumps(cluster.status(), indent=2))
+    elif args.verb == "add":
+        print(cluster.add())
+    elif args.verb in ("kill", "stop", "start"):
+        getattr(cluster, args.verb)(args.host)
+    elif args.verb in ("partition", "heal"):
+        getattr(cluster, args.verb)(args.host, args.peer)
+    else:
+        cluster.down()
+
+
+if __name__ == "__main__":
+    main()
