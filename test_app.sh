@@ -145,7 +145,7 @@ order=$(sed -n 's/.*"id":"\([0-9a-f-]*\)".*/\1/p' "$WORK/body")
     fail "POST /api/orders/ ($status)"
 
 processed=""
-for second in $(seq 1 15); do  # the worker processes it in the background
+for second in $(seq 1 60); do  # the worker processes it in the background; no time is promised: wait long
     sleep 1
     call GET "/api/orders/$order/" "${auth[@]}"
     if [ "$status" = 200 ] && ! body_has '"processed_at":null'; then processed=$second; break; fi
