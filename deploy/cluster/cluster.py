@@ -20,6 +20,7 @@ hosts file resolves to every app host, looked up again every second
     python deploy/cluster/cluster.py partition HOST [PEER]   cut every link of HOST, or only towards PEER
     python deploy/cluster/cluster.py heal HOST [PEER]
     python deploy/cluster/cluster.py add               a new app host, known to the entry and the relay
+    python deploy/cluster/cluster.py balance round-robin|hash   how the entry spreads requests
     python deploy/cluster/cluster.py down              end every process, remove every namespace, link and bridge
 
 The cluster lives in CLUSTER_DIR (default .cluster/ in the checkout); ``down``
@@ -244,11 +245,14 @@ class Cluster:
         def pids():
             return [int(pid) for pid in run("ip", "netns", "pids", ns, check=False).stdout.split()]
 
-        for pid in pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # All at once, as when a machine dies: stopped first, so that none
+        # (nginx, say) answers for another that is already gone.
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
         wait_for(lambda: not [pid for pid in pids() if process_running(pid)], 10, f"{name}'s processes to end")
 
     def partition(self, name, peer=None):
@@ -278,6 +282,14 @@ class Cluster:
             host["cut_from"].remove(peer)
         self.save()
 
+    def balance(self, how):
+        """How the entry spreads requests: ``round-robin`` (each host's L1 may
+        hold any item) or ``hash`` (each URI to one host, by consistent hashing)."""
+        self.state["balance"] = how
+        self.save()
+        if self._write_entry():
+            self._reload_entry()
+
     def status(self):
         hosts = [{"name": "entry", "role": "entry", "address": f"127.0.0.1:{self.state['port']}",
                   "up": pid_alive(self.dir / "entry" / "nginx.pid"), "processes": {}}]
@@ -292,7 +304,7 @@ class Cluster:
             hosts.append({"name": name, "role": host["role"], "address": host["address"], "namespace": host["ns"],
                           "up": all(processes.get(service) for service in wanted),
                           "cut_from": host["cut_from"], "processes": {s: processes.get(s, False) for s in wanted}})
-        return {"name": self.state["name"], "subnet": self.state["subnet"],
+        return {"name": self.state["name"], "subnet": self.state["subnet"], "balance": self.state.get("balance", "round-robin"),
                 "entry": f"http://127.0.0.1:{self.state['port']}", "hosts": hosts}
 
     # -- the entry ---------------------------------------------------------------
@@ -306,6 +318,8 @@ class Cluster:
         (directory / "tmp").mkdir(parents=True, exist_ok=True)
         servers = "".join(f"        server {self.address(app)}:{APP_PORT} max_fails=1 fail_timeout=2s;\n"
                           for app in self.apps() if app != without)
+        if self.state.get("balance") == "hash":  # each URI to one host: one L1 copy of each item
+            servers += "        hash $request_uri consistent;\n"
         template = (Path(__file__).parent / "entry.conf.template").read_text()
         config = (template.replace("@STATE@", str(directory)).replace("@ROOT@", str(ROOT))
                   .replace("@SERVERS@", servers.rstrip("\n").lstrip()).replace("@PORT@", str(self.state["port"])))
@@ -425,6 +439,7 @@ def main():
         one.add_argument("peer", nargs="?", help="only towards this host (or entry)")
     for verb in ("status", "add", "down"):
         verbs.add_parser(verb)
+    verbs.add_parser("balance").add_argument("how", choices=("round-robin", "hash"))
     args = parser.parse_args()
     cluster = Cluster(args.dir)
     if args.verb == "up":
@@ -446,6 +461,8 @@ def main():
         getattr(cluster, args.verb)(args.host)
     elif args.verb in ("partition", "heal"):
         getattr(cluster, args.verb)(args.host, args.peer)
+    elif args.verb == "balance":
+        cluster.balance(args.how)
     else:
         cluster.down()
 
