@@ -24,7 +24,7 @@ _forget_app_modules()
 bind = _web["bind"]
 workers = _web["workers"]
 # Threads let one worker overlap waits on PostgreSQL and Redis; the pool has
-# one connection per thread (settings.DB_POOL_SIZE).
+# one connection per thread (DB_POOL_SIZE, infra/settings.py).
 worker_class = "gthread"
 threads = _web["threads"]
 keepalive = _web["keepalive"]

@@ -65,17 +65,19 @@ class L1Refresher:
     Which nginx: each of ``bases`` (L1_REFRESH_URLS) is ``unix:/path`` or
     ``http://NAME:PORT``, where NAME may resolve to several addresses, one
     per nginx of the deployment (a hosts file, compose's service name, a
-    Kubernetes headless Service, Swarm's ``tasks.NAME``). It is looked up
-    again at most RESOLVE_SECONDS after the last look, so an L1 that joins
-    is refreshed from then on and one that leaves is dropped. Each nginx has
-    a sender thread of its own: one that is dead or cut off never delays the
-    refresh of the others.
+    Kubernetes headless Service, Swarm's ``tasks.NAME``). A thread of its own
+    looks the names up every RESOLVE_SECONDS, so an L1 that joins is
+    refreshed from then on, one that leaves is dropped, and a slow resolver
+    delays no refresh. Each nginx has a sender thread of its own: one that
+    is dead or cut off never delays the refresh of the others.
     """
 
     AGAIN_AFTER = 1.0
     RESOLVE_SECONDS = 1.0
 
     def __init__(self, bases, token, resolve=None):
+        for base in bases:
+            check_base(base)
         self.bases = list(bases)
         self._headers = {"Cache-Control": "no-cache", REFRESH_HEADER: token}
         self._resolve = resolve or resolve_targets
@@ -84,11 +86,12 @@ class L1Refresher:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="l1-refresh", daemon=True)
         self._targets = {}  # base -> the nginx it named at its last successful look
-        self._looked_at = None
-        self._senders = {}  # target -> _Sender
+        self._senders = {}  # target -> _Sender; replaced whole by the resolver thread
+        self._resolved = threading.Event()
 
     def start(self):
         if self.bases:
+            threading.Thread(target=self._resolve_every_second, name="l1-resolve", daemon=True).start()
             self._thread.start()
 
     def stop(self):
@@ -96,30 +99,39 @@ class L1Refresher:
             self._stopping = True
             self._wake.notify()
 
+
     def add(self, uris):
         now = time.monotonic()
         with self._wake:
             self._due.update(dict.fromkeys(uris, (now, False)))
             self._wake.notify()
 
-    def targets(self):
-        """Every nginx refreshed now (after a look, if the last is too old)."""
-        now = time.monotonic()
-        if self._looked_at is None or now - self._looked_at >= self.RESOLVE_SECONDS:
-            self._looked_at = now
-            for base in self.bases:
-                try:
-                    self._targets[base] = self._resolve(base)
-                except OSError as error:  # the name does not resolve now: keep what it named
-                    log.warning("relay: cannot look up %s, refreshing what it named before: %s", base, error)
-            current = set().union(*self._targets.values())
-            for gone in self._senders.keys() - current:
-                self._senders.pop(gone).stop()
-                log.info("relay: %s left, no longer refreshed", gone)
-            for new in current - self._senders.keys():
-                self._senders[new] = _Sender(new, self._headers)
-                log.info("relay: refreshing %s", new)
-        return set(self._senders)
+    def _resolve_every_second(self):
+        while not self._stopping:
+            try:
+                self._look_up()
+            except Exception:  # noqa: BLE001 (whatever fails, the next look comes)
+                log.exception("relay: looking up the L1s failed")
+            self._resolved.set()
+            time.sleep(self.RESOLVE_SECONDS)
+        for sender in self._senders.values():
+            sender.stop()
+
+    def _look_up(self):
+        for base in self.bases:
+            try:
+                self._targets[base] = self._resolve(base)
+            except OSError as error:  # the name does not resolve now: keep what it named
+                log.warning("relay: cannot look up %s, refreshing what it named before: %s", base, error)
+        current = set().union(*self._targets.values())
+        senders = dict(self._senders)
+        for gone in senders.keys() - current:
+            senders.pop(gone).stop()
+            log.info("relay: %s left, no longer refreshed", gone)
+        for new in current - senders.keys():
+            senders[new] = _Sender(new, self._headers)
+            log.info("relay: refreshing %s", new)
+        self._senders = senders  # one assignment: the dispatcher sees the old set or the new one
 
     def _take_due(self):
         """[(URI, is its second fetch)] due now, waiting for the first; None when stopping."""
@@ -135,8 +147,8 @@ class L1Refresher:
             return None
 
     def _run(self):
+        self._resolved.wait(self.RESOLVE_SECONDS)  # the first look, unless the resolver hangs
         while (due := self._take_due()) is not None:
-            self.targets()
             for sender in self._senders.values():
                 sender.send([uri for uri, _ in due])
             again = time.monotonic() + self.AGAIN_AFTER
@@ -144,8 +156,19 @@ class L1Refresher:
                 for uri, second in due:
                     if not second:  # a newer change, added meanwhile, keeps its own earlier time
                         self._due.setdefault(uri, (again, True))
-        for sender in self._senders.values():
-            sender.stop()
+
+
+def check_base(base):
+    """Refuse, at the start, an L1_REFRESH_URLS entry the refresher could not use."""
+    if base.startswith("unix:"):
+        return
+    parts = urlsplit(base)
+    try:
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError as error:
+        raise ValueError(f"L1_REFRESH_URLS: {base!r}: {error}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"L1_REFRESH_URLS: {base!r} is neither http://HOST[:PORT] nor unix:/path")
 
 
 def resolve_targets(base):

@@ -40,7 +40,9 @@ def answer(resource, item_id, missing, request_uri="", refresh_token_sent=""):
     canonical = resource.public and request_uri == levels.resources.canonical_uri(resource, item_id)
     body, l2_status = levels.l2.item(resource, item_id, l1_mark=canonical)
     if body is None:
-        refresh = canonical and hmac.compare_digest(refresh_token_sent, levels.refresh_token)
+        # Bytes: compare_digest refuses text that is not ASCII, which any client may send.
+        refresh = canonical and hmac.compare_digest(refresh_token_sent.encode("utf-8", "surrogateescape"),
+                                                    levels.refresh_token.encode())
         status, body, cacheable = 404, error_body(404, missing.format(item_id)), refresh
     else:
         status, cacheable = 200, canonical

@@ -4,8 +4,9 @@ cache levels, durably. The process is relay.py at the top.
 Triggers note each change of a cached table in ``cache_changes``, inside the
 writing transaction (init.sql). The relay reads them in order and, for each
 batch, invalidates L2 (``changes.invalidate``), hands the canonical URIs of
-the changed items L1 may hold to a thread that has every nginx of
-``L1_REFRESH_URLS`` fetch them again (``l1.L1Refresher``), and deletes them. At least once for L2,
+the changed items L1 may hold to the L1 refresher, whose threads have every
+nginx that ``L1_REFRESH_URLS`` names fetch them again (``l1.L1Refresher``),
+and deletes them. At least once for L2,
 and safe to kill anywhere: what was not deleted is applied again after a
 restart, and applying twice changes nothing (a refresh lost with the process
 costs L1 its own 5 s bound, no more). One relay works per database at a time

@@ -6,7 +6,7 @@ it: the app's handlers here (every HTTPException, which ``abort(...)``,
 routing, validation and the 500 of an unhandled exception raise; database and
 pool errors), the cache's fast path (cache/reads.py) and gunicorn's own
 refusals (gunicorn.conf.py). nginx writes its own errors from a template
-(nginx/cache.conf), which the stack tests check against this definition.
+(nginx/errors.conf), which the stack tests check against this definition.
 Responses never carry SQL, driver messages or stack traces: those go to the log.
 """
 

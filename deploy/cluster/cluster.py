@@ -93,6 +93,8 @@ class Cluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)  # the postgres user reaches its data directory
         name = f"apic{secrets.token_hex(2)}"
+        while run("ip", "link", "show", name, check=False).returncode == 0:  # another cluster's
+            name = f"apic{secrets.token_hex(2)}"
         subnet = unused_subnet()
         addresses = list(subnet.hosts())
         self.state = {
@@ -102,6 +104,11 @@ class Cluster:
         }
         self.save()
         run("ip", "link", "add", name, "type", "bridge")
+        self.state["bridge_made"] = True
+        self.save()
+        # Bridged traffic between hosts skips the machine's own firewall (a
+        # Docker engine's FORWARD policy would drop it).
+        run("ip", "link", "set", name, "type", "bridge", "nf_call_iptables", "0", check=False)
         run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", name)
         run("ip", "link", "set", name, "up")
         self._make_host("data", "data", str(addresses[1]))
@@ -115,20 +122,32 @@ class Cluster:
               f"python deploy/cluster/cluster.py status)", file=sys.stderr)
 
     def down(self):
+        """Every step tried, whatever an earlier one did; what failed is said at the end."""
         if not self.state:
             return
-        self._stop_entry()
+        failed = []
+
+        def attempt(what, step, *args):
+            try:
+                step(*args)
+            except (Exception, SystemExit) as error:  # noqa: BLE001 (the next step must still run)
+                failed.append(f"{what}: {error}")
+
+        attempt("the entry", self._stop_entry)
         for name in list(self.hosts):
             host = self.hosts[name]
             if namespace_exists(host["ns"]):
-                self._stack(name, "reset", check=False)
-                self._kill_all(name)
+                attempt(f"{name}'s services", self._stack, name, "reset")
+                attempt(f"{name}'s processes", self._kill_all, name)
                 run("ip", "netns", "del", host["ns"], check=False)
             run("ip", "link", "del", host["veth"], check=False)
             shutil.rmtree(Path("/etc/netns") / host["ns"], ignore_errors=True)
-        run("ip", "link", "del", self.state["bridge"], check=False)
-        shutil.rmtree(self.dir)
+        if self.state.get("bridge_made"):
+            run("ip", "link", "del", self.state["bridge"], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
         self.state = None
+        if failed:
+            sys.exit("down left behind: " + "; ".join(failed))
 
     def add(self, entry=True):
         """A new app host, started, known to the relay's hosts file and the entry."""
@@ -144,6 +163,11 @@ class Cluster:
 
     def _make_host(self, name, role, address):
         ns, veth = f"{self.state['name']}-{name}", f"{self.state['name']}-{name.removeprefix('app')}"
+        directory = self.dir / "hosts" / name
+        # Recorded first, so that down removes whatever the steps below made.
+        self.hosts[name] = {"role": role, "ns": ns, "veth": veth, "address": address, "dir": str(directory),
+                            "cut_from": []}
+        self.save()
         run("ip", "netns", "add", ns)
         run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
         run("ip", "link", "set", veth, "master", self.state["bridge"], "up")
@@ -154,12 +178,8 @@ class Cluster:
         # `ip netns exec` shows a namespace's processes /etc/netns/NS/hosts as /etc/hosts.
         (Path("/etc/netns") / ns).mkdir(parents=True, exist_ok=True)
         (Path("/etc/netns") / ns / "hosts").write_text("127.0.0.1 localhost\n")
-        directory = self.dir / "hosts" / name
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o755)
-        self.hosts[name] = {"role": role, "ns": ns, "veth": veth, "address": address, "dir": str(directory),
-                            "cut_from": []}
-        self.save()
         self._write_env(name)
 
     def _write_env(self, name):
@@ -225,8 +245,9 @@ class Cluster:
         (extra / "server-client-address.conf").write_text(
             f"set_real_ip_from {self.state['entry_address']};\nreal_ip_header X-Forwarded-For;\n")
         (extra / "http-refresh-server.conf").write_text(
-            f"server {{\n    listen {host['address']}:{REFRESH_PORT};\n    include {ROOT}/nginx/cache.conf;\n"
-            f"    include {ROOT}/nginx/errors.conf;\n}}\n")
+            f"server {{\n    listen {host['address']}:{REFRESH_PORT};\n"
+            f"    # The relay's alone.\n    allow {self.address('data')};\n    deny all;\n"
+            f"    include {ROOT}/nginx/cache.conf;\n    include {ROOT}/nginx/errors.conf;\n}}\n")
 
     def stop(self, name):
         """Gracefully: an app host first leaves the entry, and what it serves ends."""
@@ -259,7 +280,7 @@ class Cluster:
         host = self.host(name)
         if peer is None:
             run("ip", "link", "set", host["veth"], "down")
-            host["cut_from"] = ["*"]
+            host["cut_from"].append("*")
         else:
             address = self.address(peer)
             for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
@@ -270,7 +291,6 @@ class Cluster:
     def heal(self, name, peer=None):
         host = self.host(name)
         if peer is None:
-            run("ip", "link", "set", host["veth"], "up")
             run("ip", "link", "set", host["veth"], "master", self.state["bridge"], "up")
             for cut in [p for p in host["cut_from"] if p != "*"]:
                 self.heal(name, cut)
@@ -292,6 +312,7 @@ class Cluster:
 
     def status(self):
         hosts = [{"name": "entry", "role": "entry", "address": f"127.0.0.1:{self.state['port']}",
+                  "bridge_address": self.state["entry_address"],
                   "up": pid_alive(self.dir / "entry" / "nginx.pid"), "processes": {}}]
         for name, host in self.hosts.items():
             processes = {}
@@ -443,6 +464,7 @@ def main():
     args = parser.parse_args()
     cluster = Cluster(args.dir)
     if args.verb == "up":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit("up: terminated"))
         try:
             cluster.up(args.apps, args.port)
         except BaseException:

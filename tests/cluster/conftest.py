@@ -1,7 +1,7 @@
 """The several-host deployment (deploy/cluster/), driven with its operator
 verbs as an operator rehearsing a failure would: one cluster for the whole
-run, made by scripts/test.sh cluster (make cluster-test) or by the tests
-themselves, and left as it was found by each test (healed, started)."""
+run, made by the tests themselves (make cluster-test), and left as it was
+found by each test (healed, started)."""
 
 import json
 import os

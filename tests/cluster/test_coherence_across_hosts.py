@@ -35,8 +35,12 @@ def run(cluster):
 
     started = time.monotonic()
     worker = threading.Thread(target=faults_meanwhile)
-    checker.run(SECONDS, during=worker.start)
-    worker.join()
+    try:
+        checker.run(SECONDS, during=worker.start)
+    finally:
+        worker.join()
+        for host in (cut, cut_from_data):
+            cluster("heal", host)
     checker.report(f"{SECONDS} s across hosts: " + ", ".join(f"{verb} at {at} s" for at, verb in faults))
     return checker.figures(), {"killed": killed, "cut": cut, "cut_from_data": cut_from_data,
                                "undisturbed": undisturbed}

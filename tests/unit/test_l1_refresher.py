@@ -130,3 +130,9 @@ def test_a_name_that_stops_resolving_keeps_what_it_named(l1s):
     finally:
         refresher.stop()
 
+
+
+@pytest.mark.parametrize("base", ["nginx:8081", "http://h:abc", "https://nginx", "http://:80"])
+def test_an_l1_address_it_could_not_use_stops_the_start(base):
+    with pytest.raises(ValueError, match="L1_REFRESH_URLS"):
+        L1Refresher([base], "token")
