@@ -97,7 +97,7 @@ def app(make_app):
 
 
 class RunningRelay:
-    """The cache relay (relay.py) of one app, in a thread of this process."""
+    """The cache relay (cache/relay.py) of one app, in a thread of this process."""
 
     def __init__(self, app):
         self.app = app

@@ -1,5 +1,5 @@
 """One REDIS_URL spelling, read by two libraries that spell a unix socket
-otherwise: Celery's kombu (tasks.py) and the limiter's `limits` (security.py)."""
+otherwise: Celery's kombu (infra/tasks.py) and the limiter's `limits` (infra/security.py)."""
 
 import pytest
 
