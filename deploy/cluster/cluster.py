@@ -232,6 +232,8 @@ class Cluster:
             result = self._stack(name, "start", service, check=False)
             if result.returncode != 0:
                 sys.exit(f"{name}: {service} did not start:\n{result.stderr}")
+        host["stopped"] = False
+        self.save()
         if host["role"] == "app" and entry and self._write_entry():
             self._reload_entry()
 
@@ -252,7 +254,9 @@ class Cluster:
     def stop(self, name):
         """Gracefully: an app host first leaves the entry, and what it serves ends."""
         host = self.host(name)
-        if host["role"] == "app" and self._write_entry(without=name):
+        host["stopped"] = True  # out of the entry until started, whatever rewrites it meanwhile
+        self.save()
+        if host["role"] == "app" and self._write_entry():
             self._reload_entry()
         self._stack(name, "down", check=False)
 
@@ -330,15 +334,15 @@ class Cluster:
 
     # -- the entry ---------------------------------------------------------------
 
-    def _write_entry(self, without=None):
-        """The entry's configuration, with every app host (but ``without``);
+    def _write_entry(self):
+        """The entry's configuration, with every app host not stopped;
         whether it changed. A reload closes the entry's idle client
         connections, and a client that sent on one at that moment has to
         send again: the entry reloads only when its hosts change."""
         directory = self.dir / "entry"
         (directory / "tmp").mkdir(parents=True, exist_ok=True)
         servers = "".join(f"        server {self.address(app)}:{APP_PORT} max_fails=1 fail_timeout=2s;\n"
-                          for app in self.apps() if app != without)
+                          for app in self.apps() if not self.host(app).get("stopped"))
         if self.state.get("balance") == "hash":  # each URI to one host: one L1 copy of each item
             servers += "        hash $request_uri consistent;\n"
         template = (Path(__file__).parent / "entry.conf.template").read_text()
