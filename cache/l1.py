@@ -99,7 +99,6 @@ class L1Refresher:
             self._stopping = True
             self._wake.notify()
 
-
     def add(self, uris):
         now = time.monotonic()
         with self._wake:
