@@ -62,8 +62,6 @@ def invalidate_after_commit(changes):
     relay, which applies every change durably; meanwhile L2 is not read past
     its caught-up second."""
     l2 = current_app.extensions["cache"].l2
-    if not l2.enabled:
-        return
     try:
         invalidate(changes)
     except redis.RedisError as error:

@@ -375,7 +375,7 @@ class Cluster:
         if pid_alive(pidfile):
             pid = int(pidfile.read_text())
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not process_alive(pid), 10, "the entry to stop")
+            wait_for(lambda: not process_running(pid), 10, "the entry to stop")
 
 
 def unused_subnet():
@@ -395,14 +395,6 @@ def unused_subnet():
 
 def namespace_exists(ns):
     return Path("/run/netns", ns).exists()
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def children(pid):
@@ -428,7 +420,7 @@ def process_running(pid):
 
 def pid_alive(pidfile):
     try:
-        return process_alive(int(Path(pidfile).read_text()))
+        return process_running(int(Path(pidfile).read_text()))
     except (FileNotFoundError, ValueError):
         return False
 
