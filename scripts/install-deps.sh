@@ -3,8 +3,10 @@
 # PostgreSQL, Redis, nginx (and, with WITH_TEST_TOOLS=1, docker-compose and
 # chromium for the tests, wrk for the benchmark; with MONITORING=1 or
 # WITH_TEST_TOOLS=1, Prometheus and mtail; with WITH_DOCKER=1 the Docker
-# engine and debootstrap for make compose-test; with WITH_CLUSTER=1 iproute2
-# and iptables for make cluster) from the OS packages, and a
+# engine and debootstrap for make compose-test; with WITH_CLUSTER=1 iproute2,
+# iptables and the highly available data tier for make cluster: Redis
+# Sentinel, Patroni, etcd, and HAProxy for comparing routes to the PostgreSQL
+# primary) from the OS packages, and a
 # virtualenv in .venv from requirements-dev.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,12 @@ fi
 if [ "${WITH_CLUSTER:-0}" = 1 ]; then
     command -v ip >/dev/null || packages+=(iproute2)
     command -v iptables >/dev/null || packages+=(iptables)
+    command -v redis-sentinel >/dev/null || packages+=(redis-sentinel)
+    command -v patroni >/dev/null || packages+=(patroni)
+    command -v etcd >/dev/null || packages+=(etcd-server)
+    command -v etcdctl >/dev/null || packages+=(etcd-client)
+    command -v haproxy >/dev/null || packages+=(haproxy)
+    command -v setpriv >/dev/null || packages+=(util-linux)
 fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)

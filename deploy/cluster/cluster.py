@@ -3,21 +3,27 @@ namespace with an address of its own on a bridge, behind one entry.
 
     entry      nginx in the machine's own namespace, on 127.0.0.1:PORT; load-balances over the app hosts
     app1..N    nginx (its own L1) and gunicorn each, as `make up` runs them (scripts/stack.sh)
-    data       PostgreSQL, the cache Redis, the state Redis, the relay and the Celery worker
+    ops        the relay, the Celery worker (with beat) and the migrations
+    pg1, pg2   PostgreSQL under Patroni, and an etcd member each     } the data tier,
+    redis1, 2  the cache and the state Redis, and a sentinel each    } deploy/cluster/datatier.py
+    witness    the third etcd member and the third sentinel          }
 
-Every host runs the project's own processes with scripts/stack.sh, inside its
-namespace, from a directory of its own, with its own stack.env: the same code,
-nginx configuration and settings as `make up`; only the addresses differ.
-The relay finds every L1 by one name, ``l1.<cluster>``, that the data host's
-hosts file resolves to every app host, looked up again every second
-(cache/l1.py): ``add`` makes a new host known to it without a restart.
+The app hosts and ops run the project's own processes with scripts/stack.sh,
+inside their namespace, from a directory of their own, with their own
+stack.env: the same code, nginx configuration and settings as `make up`;
+only the addresses differ. The relay finds every L1 by one name,
+``l1.<cluster>``, that the ops host's hosts file resolves to every app host,
+looked up again every second (cache/l1.py): ``add`` makes a new host known
+to it without a restart.
 
     python deploy/cluster/cluster.py up [--apps N] [--port PORT]
-    python deploy/cluster/cluster.py status            JSON: every host, its role, address, whether it is up
+    python deploy/cluster/cluster.py status            JSON: every host, its role, address, whether it is up,
+                                                       which PostgreSQL leads and which Redis is primary
     python deploy/cluster/cluster.py kill HOST         SIGKILL every process on HOST
     python deploy/cluster/cluster.py stop HOST         graceful: an app host leaves the entry first
     python deploy/cluster/cluster.py start HOST
     python deploy/cluster/cluster.py partition HOST [PEER]   cut every link of HOST, or only towards PEER
+                                                       (a host, ``entry``, or ``data``: every host but the app hosts)
     python deploy/cluster/cluster.py heal HOST [PEER]
     python deploy/cluster/cluster.py add               a new app host, known to the entry and the relay
     python deploy/cluster/cluster.py balance round-robin|hash   how the entry spreads requests
@@ -41,13 +47,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+from datatier import DataTier
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack.sh"
 # Candidate networks, the first one unused on this machine is taken.
 CANDIDATES = ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24)
 APP_PORT, REFRESH_PORT = 80, 8081
-DATA_SERVICES = ("postgres", "redis", "redis-state", "migrate", "relay", "worker")
+OPS_SERVICES = ("migrate", "relay", "worker")
 APP_SERVICES = ("app", "nginx")
+# The hosts that are not app hosts, with the last byte of their address (app hosts from 10 on).
+OPS_HOST = ("ops", 2)
+DATA_HOSTS = {"redis1": ("redis", 3), "redis2": ("redis", 4), "pg1": ("postgres", 5), "pg2": ("postgres", 6),
+              "witness": ("witness", 7)}
 
 
 def run(*args, check=True, **kwargs):
@@ -81,6 +93,17 @@ class Cluster:
         """A host's address; ``entry`` is the machine's own on the bridge."""
         return self.state["entry_address"] if name == "entry" else self.host(name)["address"]
 
+    def addresses(self, peer):
+        """The addresses a partition towards ``peer`` cuts: ``data`` is every host but the app hosts."""
+        if peer == "data":
+            return [host["address"] for host in self.hosts.values() if host["role"] != "app"]
+        return [self.address(peer)]
+
+    @property
+    def data_tier(self):
+        hosts = {name: host for name, host in self.hosts.items() if name in DATA_HOSTS}
+        return DataTier(self.state["name"], self.state["subnet"], hosts, self.dir / "secrets.json")
+
     @property
     def l1_name(self):
         return f"l1.{self.state['name']}"
@@ -106,13 +129,20 @@ class Cluster:
         run("ip", "link", "add", name, "type", "bridge")
         self.state["bridge_made"] = True
         self.save()
-        # Bridged traffic between hosts skips the machine's own firewall (a
-        # Docker engine's FORWARD policy would drop it).
-        run("ip", "link", "set", name, "type", "bridge", "nf_call_iptables", "0", check=False)
+        # Bridged traffic between hosts passes the machine's own firewall: a
+        # Docker engine's FORWARD policy drops it once br_netfilter is loaded,
+        # whatever the bridge's own nf_call_iptables says (the machine-wide
+        # sysctl wins), and an engine may start at any time after up.
+        self.state["forward_rule"] = True
+        self.save()
+        run("iptables", "-I", "FORWARD", "1", *forward_rule(name))
         run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", name)
         run("ip", "link", "set", name, "up")
-        self._make_host("data", "data", str(addresses[1]))
-        self.start("data")
+        for name, (role, last) in DATA_HOSTS.items():
+            self._make_host(name, role, str(subnet.network_address + last))
+        self.data_tier.up()
+        self._make_host(OPS_HOST[0], "ops", str(subnet.network_address + OPS_HOST[1]))
+        self.start(OPS_HOST[0])
         for _ in range(apps):
             self.add(entry=False)
         self._write_entry()
@@ -137,11 +167,14 @@ class Cluster:
         for name in list(self.hosts):
             host = self.hosts[name]
             if namespace_exists(host["ns"]):
-                attempt(f"{name}'s services", self._stack, name, "reset")
+                if name not in DATA_HOSTS:
+                    attempt(f"{name}'s services", self._stack, name, "reset")
                 attempt(f"{name}'s processes", self._kill_all, name)
                 run("ip", "netns", "del", host["ns"], check=False)
             run("ip", "link", "del", host["veth"], check=False)
             shutil.rmtree(Path("/etc/netns") / host["ns"], ignore_errors=True)
+        if self.state.get("forward_rule"):
+            run("iptables", "-D", "FORWARD", *forward_rule(self.state["bridge"]), check=False)
         if self.state.get("bridge_made"):
             run("ip", "link", "del", self.state["bridge"], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -162,7 +195,8 @@ class Cluster:
         return name
 
     def _make_host(self, name, role, address):
-        ns, veth = f"{self.state['name']}-{name}", f"{self.state['name']}-{name.removeprefix('app')}"
+        # An interface name has at most 15 characters: the cluster's 8, a dash, 6.
+        ns, veth = f"{self.state['name']}-{name}", f"{self.state['name']}-{name.removeprefix('app')[:6]}"
         directory = self.dir / "hosts" / name
         # Recorded first, so that down removes whatever the steps below made.
         self.hosts[name] = {"role": role, "ns": ns, "veth": veth, "address": address, "dir": str(directory),
@@ -180,20 +214,23 @@ class Cluster:
         (Path("/etc/netns") / ns / "hosts").write_text("127.0.0.1 localhost\n")
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o755)
-        self._write_env(name)
 
     def _write_env(self, name):
-        """The host's stack.env: the settings of `make up`, with the data host's addresses."""
-        host, data = self.host(name), self.address("data")
+        """The host's stack.env: the settings of `make up`, with the data tier's addresses."""
+        host, data = self.host(name), self.data_tier
         directory = Path(host["dir"])
         lines = {
             "APP_ENV": "development",
             "SECRET_KEY": self.state["secret_key"],
-            "DATABASE_URL": f"postgresql://api@{data}:5432/app",
-            "MIGRATE_DATABASE_URL": f"postgresql://app@{data}:5432/app",
-            "REDIS_URL": f"redis://{data}:6379/0",
-            "RATE_LIMIT_STORAGE_URL": f"redis://{data}:6380/0",
-            "CELERY_BROKER_URL": f"redis://{data}:6380/1",
+            # The first node that takes writes, straight (the relay's advisory
+            # lock and startup options need a session of their own: no pooler).
+            "DATABASE_URL": data.database_url("api"),
+            "MIGRATE_DATABASE_URL": data.database_url("app"),
+            "REDIS_URL": data.redis_url("cache", 0),
+            "RATE_LIMIT_STORAGE_URL": data.redis_url("state", 0),
+            "CELERY_BROKER_URL": data.redis_url("state", 1),
+            # An invalidation leaves cache_changes only once the cache Redis's replica has it.
+            "CACHE_MIN_REPLICAS": "1",
             "WEB_BIND": f"unix:{directory}/app/app.sock",
             "L1_REFRESH_URLS": f"http://{self.l1_name}:{REFRESH_PORT}",
             # Each host's own loopback: the same ports on every host never collide.
@@ -206,10 +243,10 @@ class Cluster:
         env.chmod(0o600)
 
     def _write_l1_names(self):
-        """The data host's hosts file: ``l1.<cluster>`` is every app host. Written
+        """The ops host's hosts file: ``l1.<cluster>`` is every app host. Written
         in place: the relay's namespace sees this very file."""
         lines = ["127.0.0.1 localhost"] + [f"{self.address(app)} {self.l1_name}" for app in self.apps()]
-        path = Path("/etc/netns") / self.host("data")["ns"] / "hosts"
+        path = Path("/etc/netns") / self.host(OPS_HOST[0])["ns"] / "hosts"
         with open(path, "r+") as hosts:
             hosts.truncate(0)
             hosts.write("\n".join(lines) + "\n")
@@ -219,16 +256,20 @@ class Cluster:
     def _stack(self, name, *args, check=True, **env):
         host = self.host(name)
         settings = {"STACK_DIR": host["dir"], "PORT": str(APP_PORT), "LISTEN_HOST": host["address"], **env}
-        if host["role"] == "data":
-            settings.update(TCP_HOST=host["address"], TCP_TRUST=self.state["subnet"])
         return run("ip", "netns", "exec", host["ns"], "env", *(f"{k}={v}" for k, v in settings.items()),
                    str(STACK), *args, check=check)
 
     def start(self, name, entry=True):
         host = self.host(name)
+        if name in DATA_HOSTS:
+            self.data_tier.start(name)
+            host["stopped"] = False
+            self.save()
+            return
+        self._write_env(name)  # the Redis primaries of now
         if host["role"] == "app":
             self._write_app_nginx_extras(name)
-        for service in DATA_SERVICES if host["role"] == "data" else APP_SERVICES:
+        for service in OPS_SERVICES if host["role"] == "ops" else APP_SERVICES:
             result = self._stack(name, "start", service, check=False)
             if result.returncode != 0:
                 sys.exit(f"{name}: {service} did not start:\n{result.stderr}")
@@ -248,7 +289,7 @@ class Cluster:
             f"set_real_ip_from {self.state['entry_address']};\nreal_ip_header X-Forwarded-For;\n")
         (extra / "http-refresh-server.conf").write_text(
             f"server {{\n    listen {host['address']}:{REFRESH_PORT};\n"
-            f"    # The relay's alone.\n    allow {self.address('data')};\n    deny all;\n"
+            f"    # The relay's alone.\n    allow {self.address(OPS_HOST[0])};\n    deny all;\n"
             f"    include {ROOT}/nginx/cache.conf;\n    include {ROOT}/nginx/errors.conf;\n}}\n")
 
     def stop(self, name):
@@ -258,7 +299,10 @@ class Cluster:
         self.save()
         if host["role"] == "app" and self._write_entry():
             self._reload_entry()
-        self._stack(name, "down", check=False)
+        if name in DATA_HOSTS:
+            self.data_tier.stop(name)
+        else:
+            self._stack(name, "down", check=False)
 
     def kill(self, name):
         self._kill_all(name)
@@ -286,9 +330,9 @@ class Cluster:
             run("ip", "link", "set", host["veth"], "down")
             host["cut_from"].append("*")
         else:
-            address = self.address(peer)
-            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
-                run("ip", "netns", "exec", host["ns"], "iptables", "-I", chain, side, address, "-j", "DROP")
+            for address in self.addresses(peer):
+                for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                    run("ip", "netns", "exec", host["ns"], "iptables", "-I", chain, side, address, "-j", "DROP")
             host["cut_from"].append(peer)
         self.save()
 
@@ -300,9 +344,9 @@ class Cluster:
                 self.heal(name, cut)
             host["cut_from"] = []
         elif peer in host["cut_from"]:
-            address = self.address(peer)
-            for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
-                run("ip", "netns", "exec", host["ns"], "iptables", "-D", chain, side, address, "-j", "DROP")
+            for address in self.addresses(peer):
+                for chain, side in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                    run("ip", "netns", "exec", host["ns"], "iptables", "-D", chain, side, address, "-j", "DROP")
             host["cut_from"].remove(peer)
         self.save()
 
@@ -315,22 +359,40 @@ class Cluster:
             self._reload_entry()
 
     def status(self):
+        """Every host and its processes; for the data tier also what it leads,
+        as Patroni and the sentinels say."""
+        data = self.data_tier
         hosts = [{"name": "entry", "role": "entry", "address": f"127.0.0.1:{self.state['port']}",
                   "bridge_address": self.state["entry_address"],
                   "up": pid_alive(self.dir / "entry" / "nginx.pid"), "processes": {}}]
         for name, host in self.hosts.items():
-            processes = {}
-            if namespace_exists(host["ns"]):
-                for line in self._stack(name, "status", check=False).stdout.splitlines():
-                    service, _, state = line.partition(": ")
-                    processes[service] = state == "running"
-            wanted = ("nginx", "gunicorn") if host["role"] == "app" else ("postgres", "redis", "redis-state",
-                                                                         "relay", "celery")
+            if name in DATA_HOSTS:
+                processes = data.services(name) if namespace_exists(host["ns"]) else {}
+                leads = data.roles(name)
+            else:
+                processes, leads = {}, {}
+                if namespace_exists(host["ns"]):
+                    for line in self._stack(name, "status", check=False).stdout.splitlines():
+                        service, _, state = line.partition(": ")
+                        processes[service] = state == "running"
+                wanted = ("nginx", "gunicorn") if host["role"] == "app" else ("relay", "celery")
+                processes = {service: processes.get(service, False) for service in wanted}
             hosts.append({"name": name, "role": host["role"], "address": host["address"], "namespace": host["ns"],
-                          "up": all(processes.get(service) for service in wanted),
-                          "cut_from": host["cut_from"], "processes": {s: processes.get(s, False) for s in wanted}})
-        return {"name": self.state["name"], "subnet": self.state["subnet"], "balance": self.state.get("balance", "round-robin"),
-                "entry": f"http://127.0.0.1:{self.state['port']}", "hosts": hosts}
+                          "up": bool(processes) and all(processes.values()), "cut_from": host["cut_from"],
+                          "processes": processes, **leads})
+        primaries = {}
+        for role in ("cache", "state"):
+            primary = data.redis_primary(role)
+            primaries[role] = next((name for name in DataTier.REDIS_HOSTS
+                                    if primary and self.address(name) == primary[0]), None)
+        return {"name": self.state["name"], "subnet": self.state["subnet"],
+                "balance": self.state.get("balance", "round-robin"),
+                "entry": f"http://127.0.0.1:{self.state['port']}",
+                "data_tier": {"postgres_leader": data.pg_leader(), "postgres_whole": data.pg_whole(),
+                              "redis_primaries": primaries, "redis_whole": data.redis_whole(),
+                              "etcd_leader_changes": data.etcd_leader_changes(),
+                              "database_url": data.database_url("app")},
+                "hosts": hosts}
 
     # -- the entry ---------------------------------------------------------------
 
@@ -391,6 +453,11 @@ def unused_subnet():
         if not any(candidate.overlaps(network) for network in taken if network.prefixlen > 0):
             return candidate
     sys.exit("no unused /24 in 10.213.0.0/16")
+
+
+def forward_rule(bridge):
+    """The machine's firewall rule that lets the cluster's hosts talk to each other, and no one else."""
+    return ("-i", bridge, "-o", bridge, "-m", "comment", "--comment", f"cluster {bridge}", "-j", "ACCEPT")
 
 
 def namespace_exists(ns):

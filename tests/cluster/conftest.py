@@ -44,7 +44,7 @@ class Operator:
         return f"unix:{self.env['CLUSTER_DIR']}/hosts/{name}/app/app.sock"
 
     def database_url(self):
-        return f"postgresql://app@{self.hosts('data')['data']['address']}:5432/app"
+        return self.status()["data_tier"]["database_url"]
 
 
 @pytest.fixture(scope="session")
