@@ -8,7 +8,7 @@ from flask_jwt_extended import JWTManager, current_user
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from infra import db
+from infra import db, redis_url
 from infra.errors import error_response
 
 jwt = JWTManager()
@@ -24,13 +24,6 @@ def auth_rate_limit():
 
 def orders_rate_limit():
     return current_app.config["RATE_LIMIT_ORDERS"]
-
-
-def _limits_storage_url(redis_url):
-    """The `limits` library spells a unix-socket Redis redis+unix://."""
-    if redis_url.startswith("unix://"):
-        return "redis+" + redis_url
-    return redis_url
 
 
 def _unauthorized(message):
@@ -118,10 +111,12 @@ def init_app(app):
     cfg = app.config
     cfg["JWT_SECRET_KEY"] = cfg["SECRET_KEY"]
     cfg["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(minutes=cfg["JWT_EXPIRES_MINUTES"])
-    cfg["RATELIMIT_STORAGE_URI"] = _limits_storage_url(cfg["RATE_LIMIT_STORAGE_URL"] or cfg["REDIS_URL"])
+    storage_uri, storage_options = redis_url.for_limits(cfg["RATE_LIMIT_STORAGE_URL"] or cfg["REDIS_URL"])
+    cfg["RATELIMIT_STORAGE_URI"] = storage_uri
     cfg["RATELIMIT_STORAGE_OPTIONS"] = {
         "socket_timeout": cfg["CACHE_TIMEOUT"],
         "socket_connect_timeout": cfg["CACHE_TIMEOUT"],
+        **storage_options,
     }
     # Redis trouble must not lock clients out: count in memory meanwhile.
     cfg["RATELIMIT_SWALLOW_ERRORS"] = True

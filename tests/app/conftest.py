@@ -67,9 +67,6 @@ def test_redis_url():
 @pytest.fixture(scope="session")
 def make_app(test_database_url, test_redis_url):
     """Builds an app on the test database and Redis db; overrides win."""
-    # Celery prefers CELERY_BROKER_URL from the environment to any setting,
-    # and the stack's (its state Redis) is there: the apps' own setting must win.
-    os.environ.pop("CELERY_BROKER_URL", None)
 
     def make(**overrides):
         config = {
@@ -78,7 +75,7 @@ def make_app(test_database_url, test_redis_url):
             # Every app of the run counts rate limits in one place (flask-limiter
             # keeps one storage per process), with limits no other test reaches.
             "RATE_LIMIT_STORAGE_URL": test_redis_url,
-            "CELERY_BROKER_URL": test_redis_url,
+            "QUEUE_REDIS_URL": test_redis_url,
             "RATE_LIMIT_AUTH": "1000 per minute",
             "RATE_LIMIT_ORDERS": "1000 per minute",
             "CACHE_RETRY_AFTER": 0.2,
