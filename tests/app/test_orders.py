@@ -213,9 +213,11 @@ def test_order_endpoints_share_one_limit(make_app):
 
 # --- the worker ---
 
-def start_worker(test_database_url, test_redis_url, tmp_path):
+def start_worker(test_database_url, test_redis_url, tmp_path, state_redis_url=None):
+    """A Celery worker; ``state_redis_url``: its queue and limits, else ``test_redis_url``."""
+    state = state_redis_url or test_redis_url
     env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": test_redis_url,
-           "RATE_LIMIT_STORAGE_URL": test_redis_url, "QUEUE_REDIS_URL": test_redis_url}
+           "RATE_LIMIT_STORAGE_URL": state, "QUEUE_REDIS_URL": state}
     log = open(tmp_path / "worker.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "orders", "--pool", "solo",

@@ -13,6 +13,8 @@ from cache.l2 import CAUGHT_UP, EPOCH
 from infra import db
 
 from tests.app.test_cache import l2, write_with_psql
+from tests.app.test_orders import start_worker, wait_processed
+from tests.support.accounts import new_account, place
 from tests.support.bounds import L2_BOUND, UNPROMISED_WAIT
 from tests.support.servers import SentinelGroup
 from tests.support.waiting import eventually
@@ -26,6 +28,16 @@ def sentinel_group():
         group = SentinelGroup(directory)
         yield group
         group.stop()
+
+
+@pytest.fixture
+def stop_after():
+    """``stop_after(process)``: terminated when the test ends."""
+    processes = []
+    yield processes.append
+    for process in processes:
+        process.terminate()
+        process.wait(UNPROMISED_WAIT)
 
 
 def name_of(response):
@@ -99,3 +111,31 @@ def test_a_redis_holding_another_epochs_data_is_flushed_before_it_is_read(make_a
         pipe.execute()
     assert name_of(eventually(lambda: client.get(USER), lambda r: l2(r) != "DOWN", seconds=UNPROMISED_WAIT).value) == "Alice"
     assert cache.get("v1:users:item:1") != stale
+
+
+def test_the_queue_and_the_limits_follow_a_failover_of_the_state_redis(make_app, sentinel_group, test_database_url,
+                                                                       test_redis_url, tmp_path, stop_after):
+    """Celery's broker and the rate limiter over Sentinel: an order queued
+    before the primary dies is processed after, and so is one placed after."""
+    app = make_app(QUEUE_REDIS_URL=sentinel_group.url, RATE_LIMIT_STORAGE_URL=sentinel_group.url)
+    client = app.test_client()
+    account = new_account(app)
+    worker = start_worker(test_database_url, test_redis_url, tmp_path, state_redis_url=sentinel_group.url)
+    stop_after(worker)
+    first = place(client, account)
+    assert "X-RateLimit-Remaining" in first.headers  # counted in the state Redis
+    wait_processed(client, account, first.get_json()["id"])
+
+    worker.terminate()
+    worker.wait(UNPROMISED_WAIT)
+    queued = place(client, account).get_json()["id"]
+    primary = sentinel_group.primary()
+    eventually(lambda: sentinel_group.client(sentinel_group.replica()).llen("orders"), seconds=UNPROMISED_WAIT)
+    sentinel_group.signal(primary, signal.SIGKILL)
+    sentinel_group.wait_failover(primary)
+
+    after = eventually(lambda: place(client, account), lambda r: r.status_code == 201, seconds=UNPROMISED_WAIT).value
+    assert "X-RateLimit-Remaining" in after.headers
+    stop_after(start_worker(test_database_url, test_redis_url, tmp_path, state_redis_url=sentinel_group.url))
+    for order_id in (queued, after.get_json()["id"]):
+        wait_processed(client, account, order_id)
