@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 import redis
 
 from infra import db
@@ -161,6 +162,24 @@ def owner_connection(test_database_owner_url, test_database_url):
     conn = psycopg2.connect(test_database_owner_url)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def read_only(owner_connection):
+    """``read_only(True)``: the test database's new sessions refuse writes, as a
+    primary demoted during a switch does (SQLSTATE 25006); ``read_only(False)``
+    and the test's end undo it. Sessions opened before keep what they had."""
+
+    def set_read_only(on):
+        with owner_connection, owner_connection.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            database = sql.Identifier(cur.fetchone()[0])
+            statement = "ALTER DATABASE {} SET default_transaction_read_only = on" if on else \
+                "ALTER DATABASE {} RESET default_transaction_read_only"
+            cur.execute(sql.SQL(statement).format(database))
+
+    yield set_read_only
+    set_read_only(False)
 
 
 @pytest.fixture(scope="session")
