@@ -212,20 +212,39 @@ def write_one(sql, params=()):
 
 @contextmanager
 def transaction():
-    """A cursor inside one transaction: committed on success, rolled back on error."""
+    """A cursor inside one transaction: committed on success, rolled back on
+    error. Inside another transaction (an idempotent POST's, infra/idempotency.py),
+    part of that one: committed, or not, with it."""
     conn = get_db()
+    if not conn.autocommit:
+        with conn.cursor() as cur:
+            yield cur
+        return
     conn.autocommit = False
     try:
         with conn, conn.cursor() as cur:
             yield cur
     except BaseException as error:
         conn.notices.take()  # rolled back: nothing changed
+        g.pop("db_on_commit", None)
         _drop_if_server_cannot_write(conn, error)
         raise
     finally:
         if not conn.closed:
             conn.autocommit = True
     _committed(conn)
+    for callback in g.pop("db_on_commit", ()):
+        callback()
+
+
+def on_commit(callback):
+    """Calls ``callback()`` once the current transaction has committed, at once
+    outside one, never if it rolls back: a task queued before the commit could
+    run before its row is there to see."""
+    if get_db().autocommit:
+        callback()
+    else:
+        g.setdefault("db_on_commit", []).append(callback)
 
 
 def _committed(conn):

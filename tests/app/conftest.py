@@ -194,7 +194,7 @@ def seed_users(owner_connection):
 def clean_state(owner_connection, seed_users, test_redis_url, session_relay):
     """Every test starts from the seed rows, an empty cache and a relay caught up."""
     with owner_connection, owner_connection.cursor() as cur:
-        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders RESTART IDENTITY")
+        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders, idempotency_keys RESTART IDENTITY")
         cur.executemany("INSERT INTO users (name, email) VALUES (%s, %s)", seed_users)
     redis.Redis.from_url(test_redis_url).flushdb()
     wait_caught_up(test_redis_url)
