@@ -109,8 +109,8 @@ def answer_once(scope, key, request, respond):
 
 def _replay(stored, request_print):
     if not hmac.compare_digest(bytes(stored["fingerprint"]), request_print):
-        message = "This Idempotency-Key was sent with another request: use a new key for a new request."
-        abort(422, message=message, errors={"headers": {"Idempotency-Key": [message]}})
+        abort(422, message="This Idempotency-Key was sent with another request: use a new key for a new request.",
+              errors={"headers": {"Idempotency-Key": ["Already used for another request."]}})
     response = Response(stored["body"], status=stored["status"], headers=stored["headers"])
     response.headers[REPLAYED_HEADER] = "true"
     return response
