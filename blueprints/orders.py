@@ -278,7 +278,7 @@ def sweep_unprocessed(min_age_seconds=30):
         log.info("orders sweep: PostgreSQL answers again")
     _Outage.down = False
     for row in rows:
-        db.on_commit(lambda: tasks.send("orders.process", str(row["id"])))
+        tasks.send("orders.process", str(row["id"]))
     return len(rows)
 
 

@@ -53,20 +53,22 @@ class _NotKept(Exception):
         self.response = response
 
 
-def fingerprint(request):
+def fingerprint(request_parts):
     """HMAC of what identifies a request: keyed with the app's secret, so a
     stored one reveals nothing of the body (a password, at registration)."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(request_parts, sort_keys=True, separators=(",", ":"), default=str)
     return hmac.new(current_app.config["SECRET_KEY"].encode(), text.encode(), hashlib.sha256).digest()
 
 
-def answer_once(scope, key, request, respond):
-    """The answer to ``request`` (JSON-able: method, path, arguments) sent with
-    ``key`` in ``scope``: ``respond()``'s, the first time; the first answer, to a repeat."""
+def answer_once(scope, key, request_parts, respond):
+    """The answer to the request made of ``request_parts`` (JSON-able: method,
+    path, arguments) and sent with ``key`` in ``scope``: ``respond()``'s the
+    first time, the first answer again to a repeat."""
     ttl = current_app.config["IDEMPOTENCY_KEY_TTL"]
-    request_print = fingerprint(request)
+    request_print = fingerprint(request_parts)
     try:
         with db.transaction() as cur:
+            # Two keys whose hashes collide take turns too: a rare 409, never a wrong answer.
             cur.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS free", (LOCK_CLASS, f"{scope}\n{key}"))
             if not cur.fetchone()["free"]:
                 abort(409, message="A request with this Idempotency-Key is still in progress: retry shortly.",
@@ -88,6 +90,7 @@ def answer_once(scope, key, request, respond):
             if not 200 <= response.status_code < 300:
                 raise _NotKept(response)
             headers = [[name, value] for name, value in response.headers.items() if name.lower() != "content-length"]
+            # A row already there has expired (the lookup found none, and the lock keeps others out): replace it.
             cur.execute(
                 """
                 INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers, body)
@@ -99,7 +102,6 @@ def answer_once(scope, key, request, respond):
                     body = EXCLUDED.body,
                     created_at = EXCLUDED.created_at
                 """,
-                # A conflict is an expired row: the lock keeps out any other.
                 (scope, key, request_print, response.status_code, json.dumps(headers), response.get_data(as_text=True)),
             )
             return response
