@@ -103,6 +103,9 @@ def app_settings():
         # its own 5 s bound.
         "L1_REFRESH_URLS": [url.strip() for url in _str("L1_REFRESH_URLS", "").split(",") if url.strip()],
         "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
+        # How long the first answer to a POST with an Idempotency-Key is
+        # replayed to its retries (seconds); the worker purges older ones.
+        "IDEMPOTENCY_KEY_TTL": _int("IDEMPOTENCY_KEY_TTL", 24 * 3600),
         # Per client address, in flask-limiter's notation.
         "RATE_LIMIT_AUTH": _str("RATE_LIMIT_AUTH", "5 per minute"),
         "RATE_LIMIT_ORDERS": _str("RATE_LIMIT_ORDERS", "10 per minute"),

@@ -52,8 +52,10 @@ def init_app(app):
         task_publish_retry=False,
         worker_hijack_root_logger=False,
         # With `-B`, the worker also queues orders.sweep (blueprints/orders.py)
-        # every 30 s, catching orders whose task could not be queued.
-        beat_schedule={"orders-sweep": {"task": "orders.sweep", "schedule": 30.0}},
+        # every 30 s, catching orders whose task could not be queued, and
+        # idempotency.purge (infra/idempotency.py), which deletes expired keys.
+        beat_schedule={"orders-sweep": {"task": "orders.sweep", "schedule": 30.0},
+                       "idempotency-purge": {"task": "idempotency.purge", "schedule": 600.0}},
     )
     celery.set_default()
     app.extensions["celery"] = celery

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 import redis
 
 from infra import db
@@ -160,6 +161,24 @@ def owner_connection(test_database_owner_url, test_database_url):
     conn.close()
 
 
+@pytest.fixture
+def read_only(owner_connection):
+    """``read_only(True)``: the test database's new sessions refuse writes, as a
+    primary demoted during a switch does (SQLSTATE 25006); ``read_only(False)``
+    and the test's end undo it. Sessions opened before keep what they had."""
+
+    def set_read_only(on):
+        with owner_connection, owner_connection.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            database = sql.Identifier(cur.fetchone()[0])
+            statement = "ALTER DATABASE {} SET default_transaction_read_only = on" if on else \
+                "ALTER DATABASE {} RESET default_transaction_read_only"
+            cur.execute(sql.SQL(statement).format(database))
+
+    yield set_read_only
+    set_read_only(False)
+
+
 @pytest.fixture(scope="session")
 def seed_users(owner_connection):
     """The rows init.sql seeds: put back before each test, cheaper than init.sql again."""
@@ -172,7 +191,7 @@ def seed_users(owner_connection):
 def clean_state(owner_connection, seed_users, test_redis_url, session_relay):
     """Every test starts from the seed rows, an empty cache and a relay caught up."""
     with owner_connection, owner_connection.cursor() as cur:
-        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders RESTART IDENTITY")
+        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders, idempotency_keys RESTART IDENTITY")
         cur.executemany("INSERT INTO users (name, email) VALUES (%s, %s)", seed_users)
     redis.Redis.from_url(test_redis_url).flushdb()
     wait_caught_up(test_redis_url)
