@@ -85,6 +85,26 @@ CREATE INDEX IF NOT EXISTS orders_user_newest ON orders (user_id, created_at DES
 -- The worker's recovery sweep looks for orders it has not processed yet.
 CREATE INDEX IF NOT EXISTS orders_unprocessed ON orders (created_at) WHERE processed_at IS NULL;
 
+-- The first answer to each POST sent with an Idempotency-Key
+-- (infra/idempotency.py), so that a retry gets it again instead of a second
+-- write. Each row is written in the transaction of the write it answers: the
+-- two are kept, or lost, together. Keys are unique per scope: an account
+-- ('account 7') or, for anonymous routes, the route ('POST /users'). The
+-- fingerprint is an HMAC of the request, so a retry with another body is told
+-- apart. The worker purges rows older than IDEMPOTENCY_KEY_TTL.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  BYTEA NOT NULL,
+    status       SMALLINT NOT NULL,
+    headers      JSONB NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+
 -- Row counts kept by triggers, so a list's total costs one indexed lookup
 -- instead of count(*) over the whole table. Statement-level triggers with
 -- transition tables: a bulk insert updates each counter once.

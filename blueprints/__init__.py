@@ -1,15 +1,19 @@
 """One blueprint per domain; the shared pieces every domain blueprint uses."""
 
+import functools
 import re
 
 import flask_smorest
 import marshmallow as ma
+from flask import request
 from flask_smorest.error_handler import ErrorSchema
 from werkzeug.http import HTTP_STATUS_CODES
 
 from cache.resources import DeclaringBlueprint
+from infra import idempotency
 from infra.errors import JSONBodyParser
 from infra.responses import to_json
+from infra.security import current_account_id
 
 MAX_BIGINT = 2**63 - 1
 # Route converter for ids stored as PostgreSQL BIGINT: anything larger is a 404.
@@ -70,6 +74,32 @@ class Blueprint(DeclaringBlueprint, flask_smorest.Blueprint):
 
         return decorator
 
+    def idempotent(self, per_account=False):
+        """Takes an optional Idempotency-Key header: a retry with the same key
+        and request gets the first answer and creates nothing (infra/idempotency.py).
+
+        Placed between ``@blp.arguments``, whose parsed body identifies the
+        request, and ``@blp.response``, whose answer is kept; below
+        ``@jwt_required`` when ``per_account``. An account's keys are its own;
+        an anonymous route's are shared by every client of that route, which
+        has no identity to tell them apart (docs/api.md says why that is safe).
+        """
+
+        def decorator(view):
+            @functools.wraps(view)
+            def wrapper(view_self, *args, idempotency_header, **kwargs):
+                key = idempotency_header.get("key")
+                if key is None:
+                    return view(view_self, *args, **kwargs)
+                scope = f"account {current_account_id()}" if per_account else f"{request.method} {request.path}"
+                return idempotency.answer_once(scope, key, [request.method, request.path, args, kwargs],
+                                               lambda: view(view_self, *args, **kwargs))
+
+            documented = self.errors(409)(wrapper)
+            return self.arguments(IdempotencyKeySchema, location="headers", arg_name="idempotency_header")(documented)
+
+        return decorator
+
 
 class TextRule(ma.validate.Regexp):
     """A pattern the whole value must match, stated in /openapi.json.
@@ -95,6 +125,19 @@ printable_with_line_breaks = TextRule(
     r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*$",
     error="Must not contain control characters other than newlines and tabs.",
 )
+
+
+class IdempotencyKeySchema(ma.Schema):
+    key = ma.fields.String(
+        data_key="Idempotency-Key",
+        validate=TextRule(r"^[!-~]{1,255}$", error="1 to 255 visible ASCII characters, no spaces (a UUID is one)."),
+        metadata={
+            "description": "optional; 1 to 255 visible ASCII characters, e.g. a UUID. A retry with the same key"
+            " and request within IDEMPOTENCY_KEY_TTL (24 h) gets the first answer again, with"
+            " Idempotent-Replayed: true, and creates nothing; another request with the key is a 422;"
+            " a retry while the first still runs is a 409 with Retry-After"
+        },
+    )
 
 
 class TrimmedSchema(ma.Schema):

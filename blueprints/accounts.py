@@ -97,6 +97,7 @@ class Register(MethodView):
     decorators = [limiter.limit(auth_rate_limit)]
 
     @blp.arguments(RegisterSchema)
+    @blp.idempotent()
     @blp.response(201, AccountSchema)
     @blp.errors(400, 409, 415, 429)
     def post(self, account):

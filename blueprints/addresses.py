@@ -90,6 +90,7 @@ class CustomerAddresses(MethodView):
         return item_response(ADDRESSES, args["phone"], MISSING, request)
 
     @blp.arguments(CustomerAddressSchema)
+    @blp.idempotent()
     @blp.response(201, AddressResultSchema)
     @blp.errors(400, 409, 415)
     def post(self, entry):

@@ -139,6 +139,7 @@ INCIDENTS = blp.cached_resource("incidents", table="incidents", load=_load_incid
 @blp.route("/create")
 class IncidentCreate(MethodView):
     @blp.arguments(IncidentCreateSchema)
+    @blp.idempotent()
     @blp.response(201, IncidentCreatedSchema)
     @blp.errors(400, 415)
     def post(self, incident):

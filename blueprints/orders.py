@@ -134,6 +134,7 @@ class Orders(MethodView):
 
     @jwt_required()
     @blp.arguments(OrderCreateSchema)
+    @blp.idempotent(per_account=True)
     @blp.response(201, OrderSchema)
     @blp.errors(400, 401, 415, 429)
     @blp.doc(security=BEARER_AUTH)
@@ -152,7 +153,7 @@ class Orders(MethodView):
         )
         if row is None:
             abort(401, message="This token's account no longer exists.")
-        tasks.send("orders.process", str(row["id"]))
+        db.on_commit(lambda: tasks.send("orders.process", str(row["id"])))
         return json_response(to_json(_order.dump(row)), status=201)
 
 

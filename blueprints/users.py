@@ -112,6 +112,7 @@ class Users(MethodView):
         return list_response(USERS, query, lambda: _load_page(args))
 
     @blp.arguments(UserSchema)
+    @blp.idempotent()
     @blp.response(201, CreatedSchema)
     @blp.errors(400, 409, 415)
     def post(self, user):

@@ -47,13 +47,14 @@ class ChangeReports:
         return changes
 
 
-def invalidate(changes):
+def invalidate(changes, durably=False):
     """Invalidate in L2 what ``changes`` ({table: [keys]}) touched, and return
-    its (resource, id) items; raises redis.RedisError if Redis did not take it."""
+    its (resource, id) items; raises redis.RedisError if Redis did not take
+    it (``durably``: or a replica of it did not, l2.invalidate_durably)."""
     levels = current_app.extensions["cache"]
     items, lists = levels.resources.touched_by(changes)
     if (items or lists) and levels.l2.enabled:
-        levels.l2.invalidate(items, lists)
+        (levels.l2.invalidate_durably if durably else levels.l2.invalidate)(items, lists)
     return items
 
 

@@ -22,7 +22,17 @@ change has already retired.
 
 Redis trouble never fails a request: every call has a short timeout and no
 retries, errors are logged and the request is served from PostgreSQL; after
-an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds.
+an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds, and the thread
+connects anew (over Sentinel, to whichever primary it names then).
+
+What Redis acknowledged may still be undone: a failover to a replica that had
+not received it, or a restart from an older snapshot. So the relay forgets a
+change only once every replica the primary has online holds it (``WAIT``),
+and L2 lives in epochs: ``CAUGHT_UP`` holds the epoch, made of the Redis
+server's run id and PostgreSQL's system id and timeline. When either differs
+from the one ``EPOCH`` recorded (another primary, a restart, a PostgreSQL
+failover), the relay's next "caught up" flushes L2 instead, and a reader's
+store is refused unless the epoch it looked up under still holds.
 """
 
 import logging
@@ -33,6 +43,8 @@ import time
 
 import redis
 from flask import current_app
+
+from infra import redis_url
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +62,8 @@ VERSION_TTL = 300
 CAUGHT_UP = f"{FORMAT}:relay:caught-up"
 # The L2 staleness bound: how long one "caught up" of the relay is believed.
 CAUGHT_UP_SECONDS = 1.0
+# The epoch the data of this Redis belongs to (see above).
+EPOCH = f"{FORMAT}:relay:epoch"
 
 # How long an item is marked as possibly held by L1: longer than any L1
 # entry lives (cache/l1.py, CACHEABLE) plus the slowest request.
@@ -66,13 +80,43 @@ end
 return redis.call('MGET', KEYS[1], KEYS[2], KEYS[4])
 """
 
-# KEYS: value, version. ARGV: version seen before loading ('' if none), value, ttl.
+# KEYS: value, version, caught-up. ARGV: version seen before loading ('' if
+# none), value, ttl, the epoch looked up under.
 _STORE_IF_UNCHANGED = """
-if (redis.call('GET', KEYS[2]) or '') == ARGV[1] then
+if (redis.call('GET', KEYS[2]) or '') == ARGV[1] and redis.call('GET', KEYS[3]) == ARGV[4] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
+"""
+
+# KEYS: each item's version and value keys, then each list's generation key.
+# ARGV: how many items, the version TTL, a new version token per item.
+_INVALIDATE = """
+local items = tonumber(ARGV[1])
+for i = 1, items do
+  redis.call('SET', KEYS[2 * i - 1], ARGV[2 + i], 'EX', ARGV[2])
+  redis.call('DEL', KEYS[2 * i])
+end
+for i = 2 * items + 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+end
+"""
+
+# KEYS: epoch, caught-up. ARGV: PostgreSQL's part of the epoch, the mark's
+# milliseconds. Returns {marked, the epoch it replaced or false}.
+# The run id is read here, in the same atomic step as the mark: a failover
+# between a separate look and the mark would go unseen.
+_MARK_CAUGHT_UP = """
+local epoch = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') .. ':' .. ARGV[1]
+local current = redis.call('GET', KEYS[1])
+if current ~= epoch then
+  redis.call('FLUSHDB', 'ASYNC')
+  redis.call('SET', KEYS[1], epoch)
+  return {0, current}
+end
+redis.call('SET', KEYS[2], epoch, 'PX', ARGV[2])
+return {1, false}
 """
 
 # KEYS: generation, caught-up. ARGV: list key prefix, list key suffix, a random start.
@@ -102,6 +146,10 @@ return 1
 """
 
 
+class NotReplicated(redis.RedisError):
+    """A replica did not confirm an invalidation in time: it may be lost in a failover."""
+
+
 def of_app():
     """The current app's L2."""
     return current_app.extensions["cache"].l2
@@ -115,12 +163,16 @@ class L2:
         self._metrics = metrics
         self._url = cfg["REDIS_URL"]
         self._timeout = cfg["CACHE_TIMEOUT"]
+        self._replica_wait_ms = cfg["CACHE_REPLICA_WAIT_MS"]
         self._local = threading.local()
-        # Scripts run on the caller's connection (client=...); this one only computes their SHA.
-        template = redis.Redis.from_url(self._url)
+        # Scripts run on the caller's connection (client=...); this one, never
+        # connected, only computes their SHA.
+        template = redis.Redis()
         self._store_if_unchanged = template.register_script(_STORE_IF_UNCHANGED)
         self._lookup_list = template.register_script(_LOOKUP_LIST)
         self._store_list = template.register_script(_STORE_LIST)
+        self._invalidate = template.register_script(_INVALIDATE)
+        self._mark_caught_up = template.register_script(_MARK_CAUGHT_UP)
         self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
         self.max_value_bytes, self.max_lists = cfg["CACHE_MAX_VALUE_BYTES"], cfg["CACHE_MAX_LISTS"]
@@ -137,7 +189,7 @@ class L2:
         """
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
-            local.client = redis.Redis.from_url(
+            local.client = redis_url.connect(
                 self._url,
                 single_connection_client=True,
                 socket_timeout=self._timeout,
@@ -149,6 +201,14 @@ class L2:
             local.pid = os.getpid()
         return local.client
 
+    def reconnect(self):
+        """After an error: this thread's next call connects anew (over Sentinel,
+        after a lookup of the primary, which the old client may not repeat)."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            local.client.close()
+        local.pid = None
+
     def _call(self, *args):
         """One command on this thread's connection itself. The client's per-call
         layers (retry wrapper, command lookup, response callbacks) cost as much
@@ -159,19 +219,21 @@ class L2:
         return conn.read_response()
 
     def lookup_item(self, keys, l1_mark):
-        """(cached value or None, version token), or None while the relay is
+        """(cached value or None, (version, epoch)), or None while the relay is
         not caught up. ``l1_mark``: L1 may store the answer (see _LOOKUP_ITEM)."""
         key, ver_key, l1_key = keys
         if l1_mark:
-            value, version, caught_up = self._call("EVAL", _LOOKUP_ITEM, 4, key, ver_key, l1_key, CAUGHT_UP,
-                                                   L1_MARK_TTL)
+            value, version, epoch = self._call("EVAL", _LOOKUP_ITEM, 4, key, ver_key, l1_key, CAUGHT_UP,
+                                               L1_MARK_TTL)
         else:
-            value, version, caught_up = self._call("MGET", key, ver_key, CAUGHT_UP)
-        return None if caught_up is None else (value, version)
+            value, version, epoch = self._call("MGET", key, ver_key, CAUGHT_UP)
+        return None if epoch is None else (value, (version, epoch))
 
-    def store_item(self, keys, version, value):
+    def store_item(self, keys, token, value):
         key, ver_key, _ = keys
-        self._store_if_unchanged(keys=[key, ver_key], args=[version or b"", value, self.ttl], client=self.client)
+        version, epoch = token
+        self._store_if_unchanged(keys=[key, ver_key, CAUGHT_UP], args=[version or b"", value, self.ttl, epoch],
+                                 client=self.client)
 
     def lookup_list(self, resource, query):
         """(cached value or None, generation), or None while the relay is not caught up."""
@@ -207,16 +269,31 @@ class L2:
             return None
 
     def invalidate(self, items, lists):
-        """In one transaction: a new version token and no value for each
-        (resource, id) of ``items``, a new generation for each resource of ``lists``."""
-        pipe = self.client.pipeline(transaction=True)
+        """At once: a new version token and no value for each (resource, id)
+        of ``items``, a new generation for each resource of ``lists``."""
+        keys = []
         for resource, item_id in items:
             key, ver_key, _ = resource.item_keys(item_id)
-            pipe.set(ver_key, secrets.token_hex(8), ex=VERSION_TTL)
-            pipe.delete(key)
-        for resource in lists:
-            pipe.incr(resource.generation_key)
-        pipe.execute()
+            keys += [ver_key, key]
+        keys += [resource.generation_key for resource in lists]
+        tokens = [secrets.token_hex(8) for _ in items]
+        self._invalidate(keys=keys, args=[len(items), VERSION_TTL, *tokens], client=self.client)
+
+    def invalidate_durably(self, items, lists):
+        """``invalidate``, then wait until every replica the primary has
+        online holds it; raises NotReplicated if one did not in time.
+
+        All on this thread's own connection: WAIT covers the writes of the
+        connection it is sent on. A replica that is not online (restarting,
+        syncing) is not waited for: it copies the whole dataset, these writes
+        included, before it is in sync."""
+        self.invalidate(items, lists)
+        replicas = self.client.info("replication")
+        online = sum(1 for key, value in replicas.items()
+                     if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+        confirmed = self.client.execute_command("WAIT", online, self._replica_wait_ms)
+        if confirmed < online:
+            raise NotReplicated(f"{confirmed} of {online} Redis replicas confirmed within {self._replica_wait_ms} ms")
 
     def held_by_l1(self, items):
         """Those (resource, id) of ``items`` that L1 may hold."""
@@ -229,14 +306,21 @@ class L2:
         """Whether the relay's last "caught up" still holds; raises redis.RedisError."""
         return bool(self.client.exists(CAUGHT_UP))
 
-    def mark_caught_up(self, seconds):
-        self.client.set(CAUGHT_UP, b"1", px=max(1, int(seconds * 1000)))
+    def mark_caught_up(self, seconds, database):
+        """Mark L2 readable for ``seconds`` under the epoch of this Redis and
+        ``database`` (PostgreSQL's system id and timeline). Returns (marked,
+        the epoch replaced): not marked when L2 was flushed for a new epoch
+        instead, which replaced another (bytes) or none (an empty Redis)."""
+        marked, replaced = self._mark_caught_up(keys=[EPOCH, CAUGHT_UP],
+                                                args=[database, max(1, int(seconds * 1000))], client=self.client)
+        return bool(marked), replaced
 
     def failed(self, action, error):
         self._metrics.REDIS_ERRORS.labels(action).inc()
         if self.readable():
             log.warning("redis %s failed, serving from PostgreSQL: %s", action, error)
         self.down_until = time.monotonic() + self.retry_after
+        self.reconnect()
 
     def _cache_aside(self, resource, lookup, load, store):
         """(value, L2 status) of one read of ``resource``, counted in

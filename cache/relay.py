@@ -16,6 +16,14 @@ Each time it has applied every change committed before it looked, the relay
 tells Redis so for one second (``l2.CAUGHT_UP``), and L2 is read only while
 that holds: a relay that is dead, behind or cut off from Redis makes the API
 slower (L2 unused), never staler.
+
+Failovers: a change leaves ``cache_changes`` only once every online Redis
+replica holds its invalidation (``l2.invalidate_durably``), and the
+"caught up" carries the epoch (cache/l2.py): a switch of Redis primary or of
+PostgreSQL timeline flushes L2 before it is read again. The relay connects
+to whichever server ``DATABASE_URL`` finds writable (libpq's
+``target_session_attrs=read-write``), itself, never through a pooler: its
+advisory lock lives in its session.
 """
 
 import logging
@@ -36,6 +44,13 @@ RETRY_SECONDS = 0.5
 REPORT_SECONDS = 10  # how often it logs what it applied
 LOCK_KEY = 7_401_100_001  # pg_advisory_lock key: one relay per database
 HEALTHY_LAG_SECONDS = 5
+
+# PostgreSQL's part of L2's epoch: the cluster's identity and the timeline a
+# failover moves on, which a WAL file's name begins with.
+DATABASE_EPOCH_SQL = """
+    SELECT system_identifier::text || ':' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
+    FROM pg_control_system()
+"""
 
 BACKLOG_SQL = """
     SELECT count(*) AS changes,
@@ -82,7 +97,10 @@ class Relay:
         try:
             with conn.cursor() as cur:
                 self._wait_for_lock(cur)
-                log.info("relay: applying changes (L1 refresh: %s)", ", ".join(self.refresher.bases) or "none")
+                cur.execute(DATABASE_EPOCH_SQL)
+                self.database_epoch = cur.fetchone()[0]
+                log.info("relay: applying changes of %s (L1 refresh: %s)", self.database_epoch,
+                         ", ".join(self.refresher.bases) or "none")
                 redis_failing = False
                 while not self.stopping.is_set():
                     try:
@@ -93,6 +111,7 @@ class Relay:
                     except redis.RedisError as error:
                         if not redis_failing:
                             log.error("relay: redis failed, changes kept until it answers: %s", error)
+                        self.levels.l2.reconnect()
                         redis_failing, caught_up = True, True
                     if caught_up:
                         self.stopping.wait(RETRY_SECONDS if redis_failing else POLL_SECONDS)
@@ -130,7 +149,7 @@ class Relay:
             changed = {}
             for _, table, key, _ in rows:
                 changed.setdefault(table, set()).add(key)
-            items = changes.invalidate(changed)
+            items = changes.invalidate(changed, durably=True)
             if self.refresher.bases and l2.enabled:
                 held = l2.held_by_l1([item for item in items if resources.has_item_route(item[0])])
                 self.refresher.add(resources.canonical_uri(resource, item_id) for resource, item_id in held)
@@ -138,8 +157,18 @@ class Relay:
             self._note(len(rows), max(row[3] for row in rows))
         last = len(rows) < BATCH
         if last and l2.enabled:
-            l2.mark_caught_up(CAUGHT_UP_SECONDS - (time.monotonic() - looked))
+            marked, replaced = l2.mark_caught_up(CAUGHT_UP_SECONDS - (time.monotonic() - looked), self.database_epoch)
+            if not marked:
+                self._new_epoch(replaced)
         return last
+
+    def _new_epoch(self, replaced):
+        self.metrics.RELAY_EPOCHS.inc()
+        if replaced is None:
+            log.info("relay: L2 starts its first epoch in this Redis")
+        else:
+            log.warning("relay: L2 flushed for a new epoch: its data was of %s, this Redis server and PostgreSQL "
+                        "(%s) are another primary, run or timeline", replaced.decode(), self.database_epoch)
 
     def _note(self, count, lag):
         self.metrics.RELAY_APPLIED.inc(count)

@@ -32,6 +32,27 @@ class PoolTimeout(Exception):
     """Every connection of the pool stayed busy for the whole wait."""
 
 
+# SQLSTATEs of a server that will not take this connection's writes again: one
+# that is read-only (25006: a primary demoted during a switch, a standby,
+# default_transaction_read_only) or is shutting down or starting (57P01-57P03).
+# Reconnecting is the cure: with a multi-host DATABASE_URL and
+# target_session_attrs=read-write, libpq finds the new primary.
+SERVER_CANNOT_WRITE = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+
+def server_cannot_write(error):
+    """Whether ``error`` says the server cannot take writes now (SERVER_CANNOT_WRITE).
+    psycopg2 raises 25006 as an InternalError, the others as OperationalErrors."""
+    return isinstance(error, psycopg2.Error) and error.pgcode in SERVER_CANNOT_WRITE
+
+
+def _drop_if_server_cannot_write(conn, error):
+    # Closed, the connection is not put back: the pool drops it and its idle
+    # siblings on release, which reached the same server (ConnectionPool.release).
+    if server_cannot_write(error):
+        conn.close()
+
+
 class ConnectionPool:
     """At most ``size`` connections, opened on demand and reused last-in first-out.
 
@@ -166,9 +187,10 @@ def _run(sql, params, fetch):
         with conn.cursor() as cur:
             cur.execute(sql, params)
             result = fetch(cur)
-    except BaseException:
+    except BaseException as error:
         if conn.autocommit:
             conn.notices.take()  # the statement failed: nothing it noted was committed
+        _drop_if_server_cannot_write(conn, error)
         raise
     if conn.autocommit:  # the statement was a transaction of its own, now committed
         _committed(conn)
@@ -190,19 +212,39 @@ def write_one(sql, params=()):
 
 @contextmanager
 def transaction():
-    """A cursor inside one transaction: committed on success, rolled back on error."""
+    """A cursor inside one transaction: committed on success, rolled back on
+    error. Inside another transaction (an idempotent POST's, infra/idempotency.py),
+    part of that one: committed, or not, with it."""
     conn = get_db()
+    if not conn.autocommit:
+        with conn.cursor() as cur:
+            yield cur
+        return
     conn.autocommit = False
     try:
         with conn, conn.cursor() as cur:
             yield cur
-    except BaseException:
+    except BaseException as error:
         conn.notices.take()  # rolled back: nothing changed
+        g.pop("db_on_commit", None)
+        _drop_if_server_cannot_write(conn, error)
         raise
     finally:
         if not conn.closed:
             conn.autocommit = True
     _committed(conn)
+    for callback in g.pop("db_on_commit", ()):
+        callback()
+
+
+def on_commit(callback):
+    """Calls ``callback()`` once the current transaction has committed, at once
+    outside one, never if it rolls back: a task queued before the commit could
+    run before its row is there to see."""
+    if get_db().autocommit:
+        callback()
+    else:
+        g.setdefault("db_on_commit", []).append(callback)
 
 
 def _committed(conn):

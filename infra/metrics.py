@@ -51,6 +51,9 @@ class Metrics:
         self.RELAY_BACKLOG = gauge(
             "api_relay_backlog_changes", "Changes waiting for the relay at its last look, "
             "at most one batch (1000): 1000 means at least that many.", multiprocess_mode="liveall")
+        self.RELAY_EPOCHS = counter(
+            "api_relay_l2_epochs_total", "Times the relay flushed L2 for a new epoch: another Redis "
+            "primary or run, or another PostgreSQL timeline (cache/l2.py).")
 
         self.TASKS = counter(
             "api_worker_tasks_total", "Tasks the worker ran, by task and outcome: succeeded, failed, retried.",

@@ -1,6 +1,7 @@
 """Who may call what: JWT bearer tokens, rate limits per client address, and
 no shared caching of anything a token can see."""
 
+import functools
 from datetime import timedelta
 
 from flask import current_app, request
@@ -8,7 +9,7 @@ from flask_jwt_extended import JWTManager, current_user
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from infra import db
+from infra import db, redis_url
 from infra.errors import error_response
 
 jwt = JWTManager()
@@ -24,13 +25,6 @@ def auth_rate_limit():
 
 def orders_rate_limit():
     return current_app.config["RATE_LIMIT_ORDERS"]
-
-
-def _limits_storage_url(redis_url):
-    """The `limits` library spells a unix-socket Redis redis+unix://."""
-    if redis_url.startswith("unix://"):
-        return "redis+" + redis_url
-    return redis_url
 
 
 def _unauthorized(message):
@@ -109,19 +103,42 @@ def _init_limiter_for(app, blueprints):
     for kind, funcs in hooks.items():
         added = [f for f in funcs.get(None, []) if f not in before[kind]]
         funcs[None] = before[kind]
+        if kind == "after":
+            added = [_keeping_retry_after(f) for f in added]
         if kind != "before":
             for blueprint in blueprints:
                 funcs.setdefault(blueprint, []).extend(added)
+
+
+def _keeping_retry_after(inject_headers):
+    """flask-limiter sets Retry-After on every answer of a limited route, to
+    its window's reset (a minute, say); only a 429 means that. Any other
+    answer keeps its own (a 503's second during a database switch) or none."""
+
+    @functools.wraps(inject_headers)
+    def after_request(response):
+        own = response.headers.get("Retry-After")
+        response = inject_headers(response)
+        if response.status_code != 429:
+            if own is None:
+                response.headers.pop("Retry-After", None)
+            else:
+                response.headers["Retry-After"] = own
+        return response
+
+    return after_request
 
 
 def init_app(app):
     cfg = app.config
     cfg["JWT_SECRET_KEY"] = cfg["SECRET_KEY"]
     cfg["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(minutes=cfg["JWT_EXPIRES_MINUTES"])
-    cfg["RATELIMIT_STORAGE_URI"] = _limits_storage_url(cfg["RATE_LIMIT_STORAGE_URL"] or cfg["REDIS_URL"])
+    storage_uri, storage_options = redis_url.for_limits(cfg["RATE_LIMIT_STORAGE_URL"] or cfg["REDIS_URL"])
+    cfg["RATELIMIT_STORAGE_URI"] = storage_uri
     cfg["RATELIMIT_STORAGE_OPTIONS"] = {
         "socket_timeout": cfg["CACHE_TIMEOUT"],
         "socket_connect_timeout": cfg["CACHE_TIMEOUT"],
+        **storage_options,
     }
     # Redis trouble must not lock clients out: count in memory meanwhile.
     cfg["RATELIMIT_SWALLOW_ERRORS"] = True

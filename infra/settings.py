@@ -75,11 +75,13 @@ def app_settings():
         "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 5000),
         # Where the phone -> address book lives.
         "ENDPOINT_PREFIX": _str("ENDPOINT_PREFIX", "/addr_by_phone"),
+        # Every Redis URL may also name Sentinels (infra/redis_url.py).
         "REDIS_URL": _str("REDIS_URL", "redis://localhost:6379/0"),
         # Rate-limit counters live here; empty means REDIS_URL.
         "RATE_LIMIT_STORAGE_URL": _str("RATE_LIMIT_STORAGE_URL", ""),
-        # Celery's broker; empty means REDIS_URL.
-        "CELERY_BROKER_URL": _str("CELERY_BROKER_URL", ""),
+        # Celery's broker (the orders queue); empty means REDIS_URL. Not named
+        # CELERY_BROKER_URL: Celery would read that one itself, unspelled.
+        "QUEUE_REDIS_URL": _str("QUEUE_REDIS_URL", ""),
         # false turns L2 off (benchmarks, debugging): set it alike on every instance.
         "CACHE_ENABLED": _bool("CACHE_ENABLED", "true"),
         "CACHE_TTL": _int("CACHE_TTL", 60),
@@ -87,6 +89,9 @@ def app_settings():
         # and lists past the count wait for the next change (cache/l2.py).
         "CACHE_MAX_VALUE_BYTES": _int("CACHE_MAX_VALUE_BYTES", 64 * 1024),
         "CACHE_MAX_LISTS": _int("CACHE_MAX_LISTS", 256),
+        # How long the relay waits for the cache Redis's replicas to confirm an
+        # invalidation before it keeps the change to apply again (cache/l2.py).
+        "CACHE_REPLICA_WAIT_MS": _int("CACHE_REPLICA_WAIT_MS", 250),
         # Redis answers in well under a millisecond; past this it counts as down.
         "CACHE_TIMEOUT": _float("CACHE_TIMEOUT", 0.25),
         # After a Redis error, reads skip the cache this long instead of paying
@@ -98,6 +103,9 @@ def app_settings():
         # its own 5 s bound.
         "L1_REFRESH_URLS": [url.strip() for url in _str("L1_REFRESH_URLS", "").split(",") if url.strip()],
         "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
+        # How long the first answer to a POST with an Idempotency-Key is
+        # replayed to its retries (seconds); the worker purges older ones.
+        "IDEMPOTENCY_KEY_TTL": _int("IDEMPOTENCY_KEY_TTL", 24 * 3600),
         # Per client address, in flask-limiter's notation.
         "RATE_LIMIT_AUTH": _str("RATE_LIMIT_AUTH", "5 per minute"),
         "RATE_LIMIT_ORDERS": _str("RATE_LIMIT_ORDERS", "10 per minute"),

@@ -10,18 +10,11 @@ import time
 from celery import Celery, Task
 from flask import current_app, has_request_context, request
 
+from infra import redis_url
+
 log = logging.getLogger(__name__)
 
 ORDERS_QUEUE = "orders"
-
-
-def _broker_url(redis_url):
-    """kombu spells a unix-socket Redis redis+socket:// with the db as virtual_host."""
-    if not redis_url.startswith("unix://"):
-        return redis_url
-    path, _, query = redis_url[len("unix://"):].partition("?")
-    db = dict(part.split("=", 1) for part in query.split("&") if "=" in part).get("db", "0")
-    return f"redis+socket://{path}?virtual_host={db}"
 
 
 def init_app(app):
@@ -32,9 +25,10 @@ def init_app(app):
 
     cfg = app.config
     timeout = cfg["CACHE_TIMEOUT"] * 4
+    broker_url, broker_options = redis_url.for_kombu(cfg["QUEUE_REDIS_URL"] or cfg["REDIS_URL"])
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.conf.update(
-        broker_url=_broker_url(cfg["CELERY_BROKER_URL"] or cfg["REDIS_URL"]),
+        broker_url=broker_url,
         task_default_queue=ORDERS_QUEUE,
         task_ignore_result=True,
         # A task is acknowledged after it ran, and handed to another worker if
@@ -49,6 +43,7 @@ def init_app(app):
             "max_retries": 0,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
+            **broker_options,
         },
         broker_connection_timeout=timeout,
         broker_connection_retry_on_startup=True,
@@ -57,8 +52,10 @@ def init_app(app):
         task_publish_retry=False,
         worker_hijack_root_logger=False,
         # With `-B`, the worker also queues orders.sweep (blueprints/orders.py)
-        # every 30 s, catching orders whose task could not be queued.
-        beat_schedule={"orders-sweep": {"task": "orders.sweep", "schedule": 30.0}},
+        # every 30 s, catching orders whose task could not be queued, and
+        # idempotency.purge (infra/idempotency.py), which deletes expired keys.
+        beat_schedule={"orders-sweep": {"task": "orders.sweep", "schedule": 30.0},
+                       "idempotency-purge": {"task": "idempotency.purge", "schedule": 600.0}},
     )
     celery.set_default()
     app.extensions["celery"] = celery

@@ -71,8 +71,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 # Added to a stack.env written before there was one.
 state_redis_env() {
     echo "RATE_LIMIT_STORAGE_URL='unix://$STATE_REDIS_SOCK?db=0'"
-    # kombu's spelling: celery reads this variable itself, before infra/settings.py.
-    echo "CELERY_BROKER_URL='redis+socket://$STATE_REDIS_SOCK?virtual_host=1'"
+    echo "QUEUE_REDIS_URL='unix://$STATE_REDIS_SOCK?db=1'"
 }
 
 # The app's role (api) may only read and write rows; the schema's owner (app)
@@ -102,7 +101,11 @@ metrics_env() {  # metrics_env ENV-FILE: the lines it lacks
 write_env() {
     local env=$STACK_DIR/stack.env
     if [ -f "$env" ]; then
-        grep -q '^RATE_LIMIT_STORAGE_URL=' "$env" || state_redis_env >>"$env"
+        # Before QUEUE_REDIS_URL, the queue was CELERY_BROKER_URL, in kombu's spelling.
+        if ! grep -q '^QUEUE_REDIS_URL=' "$env"; then
+            sed -i '/^RATE_LIMIT_STORAGE_URL=/d; /^CELERY_BROKER_URL=/d' "$env"
+            state_redis_env >>"$env"
+        fi
         local name
         for name in $MONITORING_BINDS; do  # set for this up: written again
             [ -z "${!name:-}" ] || sed -i "/^$name=/d" "$env"

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 import redis
 
 from infra import db
@@ -67,9 +68,6 @@ def test_redis_url():
 @pytest.fixture(scope="session")
 def make_app(test_database_url, test_redis_url):
     """Builds an app on the test database and Redis db; overrides win."""
-    # Celery prefers CELERY_BROKER_URL from the environment to any setting,
-    # and the stack's (its state Redis) is there: the apps' own setting must win.
-    os.environ.pop("CELERY_BROKER_URL", None)
 
     def make(**overrides):
         config = {
@@ -78,7 +76,7 @@ def make_app(test_database_url, test_redis_url):
             # Every app of the run counts rate limits in one place (flask-limiter
             # keeps one storage per process), with limits no other test reaches.
             "RATE_LIMIT_STORAGE_URL": test_redis_url,
-            "CELERY_BROKER_URL": test_redis_url,
+            "QUEUE_REDIS_URL": test_redis_url,
             "RATE_LIMIT_AUTH": "1000 per minute",
             "RATE_LIMIT_ORDERS": "1000 per minute",
             "CACHE_RETRY_AFTER": 0.2,
@@ -163,6 +161,24 @@ def owner_connection(test_database_owner_url, test_database_url):
     conn.close()
 
 
+@pytest.fixture
+def read_only(owner_connection):
+    """``read_only(True)``: the test database's new sessions refuse writes, as a
+    primary demoted during a switch does (SQLSTATE 25006); ``read_only(False)``
+    and the test's end undo it. Sessions opened before keep what they had."""
+
+    def set_read_only(on):
+        with owner_connection, owner_connection.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            database = sql.Identifier(cur.fetchone()[0])
+            statement = "ALTER DATABASE {} SET default_transaction_read_only = on" if on else \
+                "ALTER DATABASE {} RESET default_transaction_read_only"
+            cur.execute(sql.SQL(statement).format(database))
+
+    yield set_read_only
+    set_read_only(False)
+
+
 @pytest.fixture(scope="session")
 def seed_users(owner_connection):
     """The rows init.sql seeds: put back before each test, cheaper than init.sql again."""
@@ -175,7 +191,7 @@ def seed_users(owner_connection):
 def clean_state(owner_connection, seed_users, test_redis_url, session_relay):
     """Every test starts from the seed rows, an empty cache and a relay caught up."""
     with owner_connection, owner_connection.cursor() as cur:
-        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders RESTART IDENTITY")
+        cur.execute("TRUNCATE users, accounts, customer_addresses, incidents, orders, idempotency_keys RESTART IDENTITY")
         cur.executemany("INSERT INTO users (name, email) VALUES (%s, %s)", seed_users)
     redis.Redis.from_url(test_redis_url).flushdb()
     wait_caught_up(test_redis_url)

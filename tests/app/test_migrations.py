@@ -70,7 +70,7 @@ def test_a_database_from_before_migrations_reaches_init_sqls_schema_with_every_r
     before = {table: run_sql(old, f"SELECT count(*) FROM {table}")[0][0]
               for table in ("users", "orders", "customer_addresses", "incidents")}
 
-    assert migrate(old) == ["0001.accounts-apart"]
+    assert migrate(old) == ["0001.accounts-apart", "0002.idempotency-keys"]
     assert migrate(fresh) == []  # init.sql is already this release's schema
     assert schema(old) == schema(fresh)
 

@@ -13,7 +13,6 @@ import pytest
 from flask_jwt_extended import create_access_token
 
 from infra import db
-from infra import tasks
 from blueprints.orders import _Outage, process_order, sweep_unprocessed
 from tests.app.conftest import wait_applied
 from tests.support import ROOT
@@ -214,11 +213,11 @@ def test_order_endpoints_share_one_limit(make_app):
 
 # --- the worker ---
 
-def start_worker(test_database_url, test_redis_url, tmp_path):
+def start_worker(test_database_url, test_redis_url, tmp_path, state_redis_url=None):
+    """A Celery worker; ``state_redis_url``: its queue and limits, else ``test_redis_url``."""
+    state = state_redis_url or test_redis_url
     env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": test_redis_url,
-           "RATE_LIMIT_STORAGE_URL": test_redis_url,
-           # Read by celery itself, before infra/settings.py: kombu's spelling of the socket.
-           "CELERY_BROKER_URL": tasks._broker_url(test_redis_url)}
+           "RATE_LIMIT_STORAGE_URL": state, "QUEUE_REDIS_URL": state}
     log = open(tmp_path / "worker.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "orders", "--pool", "solo",
@@ -250,7 +249,7 @@ def test_a_real_worker_processes_new_orders(client, account, worker):
 
 
 def test_orders_queued_while_the_broker_was_down_are_swept_up(make_app, test_database_url, test_redis_url, tmp_path):
-    offline = make_app(CELERY_BROKER_URL=f"redis+socket://{tmp_path}/nothing.sock").test_client()
+    offline = make_app(QUEUE_REDIS_URL=f"unix://{tmp_path}/nothing.sock").test_client()
     created = register(offline)
     account = {**created, "headers": bearer(token_for(offline, created["email"]))}
     placed = offline.post("/api/orders/", json=ORDER, headers=account["headers"])

@@ -1,6 +1,6 @@
 """Test servers of a test's own: a Redis to stop and start, a link to cut,
-as a partition looks to the app, and a Redis that never answers (tests/app
-and tests/faults)."""
+as a partition looks to the app, a Redis that never answers, and a Redis
+with a replica and Sentinels to fail over (tests/app and tests/faults)."""
 
 import socket
 import subprocess
@@ -138,3 +138,130 @@ class SilentRedis:
 
     def close(self):
         self._listener.close()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class HeldPipe:
+    """A TCP forwarder from a port of its own to ``target_port`` on loopback.
+    ``hold()`` stalls what flows towards the connecting side, connections
+    open: a replica behind it stops receiving its primary's writes, as a
+    stalled replication link does, while it still answers everyone else."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        _serve(self._listener, self._connect)
+
+    def _connect(self, client):
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, self.flowing), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink, gate):
+        try:
+            while data := source.recv(65536):
+                if gate is not None and not gate.is_set():
+                    continue  # a stalled link: the bytes never arrive
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def hold(self):
+        self.flowing.clear()
+
+    def close(self):
+        self._listener.close()
+
+
+class SentinelGroup:
+    """A Redis primary and its replica on loopback, watched by three
+    Sentinels (quorum 2) under ``service``, as a highly available deployment
+    runs them; the test may kill the primary and stall the replica (whose
+    link to the primary goes through a HeldPipe)."""
+
+    DOWN_AFTER_MS = 1000  # not shorter than L2's caught-up second (cache/l2.py)
+
+    def __init__(self, directory, service="cache"):
+        self.directory, self.service = directory, service
+        self.redis = {}  # port -> process
+        self.sentinels = []
+        primary, replica = _free_port(), _free_port()
+        self._start_redis(primary)
+        self.link = HeldPipe(primary)
+        self._start_redis(replica, "--replicaof", "127.0.0.1", str(self.link.port))
+        for number in range(3):
+            port = _free_port()
+            conf = f"{directory}/sentinel{number}.conf"
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                        f"sentinel monitor {service} 127.0.0.1 {primary} 2\n"
+                        f"sentinel down-after-milliseconds {service} {self.DOWN_AFTER_MS}\n"
+                        # Long: the Sentinels would otherwise soon point the replica at the
+                        # primary itself, past the pipe.
+                        f"sentinel failover-timeout {service} 60000\n")
+            self.sentinels.append((port, subprocess.Popen(["redis-sentinel", conf], stdout=subprocess.DEVNULL)))
+        self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port, _ in self.sentinels) + f"/{service}/0"
+        eventually(lambda: self._replica_online(primary), seconds=UNPROMISED_WAIT)
+        eventually(lambda: all(self._sentinel_knows_replica(port) for port, _ in self.sentinels),
+                   seconds=UNPROMISED_WAIT)
+
+    def _start_redis(self, port, *args):
+        self.redis[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.directory, *args], stdout=subprocess.DEVNULL)
+        eventually(lambda: _answers(self.client(port)), seconds=UNPROMISED_WAIT)
+
+    @staticmethod
+    def client(port):
+        return redis.Redis(port=port, socket_timeout=1)
+
+    def _replica_online(self, primary):
+        return any(isinstance(v, dict) and v.get("state") == "online"
+                   for k, v in self.client(primary).info("replication").items() if k.startswith("slave"))
+
+    def _sentinel_knows_replica(self, port):
+        try:
+            return len(redis.Redis(port=port).sentinel_slaves(self.service)) == 1
+        except redis.RedisError:
+            return False
+
+    def primary(self):
+        """The port the Sentinels name as the primary now."""
+        _, port = redis.Redis(port=self.sentinels[0][0]).sentinel_get_master_addr_by_name(self.service)
+        return int(port)
+
+    def replica(self):
+        return next(port for port in self.redis if port != self.primary())
+
+    def signal(self, port, signum):
+        self.redis[port].send_signal(signum)
+
+    def stall_replication(self):
+        self.link.hold()
+
+    def wait_failover(self, old_primary):
+        """Until the Sentinels name another primary, which says it is one."""
+        eventually(lambda: self.primary() != old_primary
+                   and self.client(self.primary()).info("replication")["role"] == "master",
+                   seconds=UNPROMISED_WAIT, step=0.1)
+
+    def stop(self):
+        for process in [*self.redis.values(), *(process for _, process in self.sentinels)]:
+            process.kill()
+            process.wait(10)
+        self.link.close()
