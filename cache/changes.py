@@ -24,16 +24,25 @@ log = logging.getLogger(__name__)
 
 # The notice note_cache_changes (init.sql) sends: "NOTICE:  cache changes {json}".
 _CHANGES_NOTICE = "cache changes "
+# PostgreSQL's warning when a commit's wait for its synchronous standby was
+# cancelled (statement_timeout, a cancel request): committed on this server
+# only, which a failover may undo.
+_NOT_REPLICATED_WARNING = "canceling wait for synchronous replication"
 
 
 class ChangeReports:
     """Takes the place of a connection's ``notices`` list: keeps the changes
-    the capture triggers report ({table: [keys]}) and drops every other notice."""
+    the capture triggers report ({table: [keys]}), notes a commit that its
+    synchronous standby never confirmed (``unreplicated``), and drops every
+    other notice."""
 
     def __init__(self):
         self.changes = {}
+        self.unreplicated = False
 
     def append(self, notice):
+        if _NOT_REPLICATED_WARNING in notice:
+            self.unreplicated = True
         _, found, payload = notice.partition(_CHANGES_NOTICE)
         if found:
             try:

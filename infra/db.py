@@ -40,6 +40,14 @@ class PoolTimeout(Exception):
 SERVER_CANNOT_WRITE = frozenset({"25006", "57P01", "57P02", "57P03"})
 
 
+class CommitNotReplicated(psycopg2.OperationalError):
+    """The commit's wait for the synchronous standby was cancelled (the
+    statement timeout, while a primary cut off from its standby waits to be
+    demoted): committed on this server alone, which a failover may undo. Not
+    an acknowledgement: a 503 like any database error, and a retry with the
+    same Idempotency-Key finds out which it was."""
+
+
 def server_cannot_write(error):
     """Whether ``error`` says the server cannot take writes now (SERVER_CANNOT_WRITE).
     psycopg2 raises 25006 as an InternalError, the others as OperationalErrors."""
@@ -232,8 +240,9 @@ def transaction():
     finally:
         if not conn.closed:
             conn.autocommit = True
+    callbacks = g.pop("db_on_commit", ())
     _committed(conn)
-    for callback in g.pop("db_on_commit", ()):
+    for callback in callbacks:
         callback()
 
 
@@ -248,8 +257,11 @@ def on_commit(callback):
 
 
 def _committed(conn):
-    if conn.notices.changes:
+    unreplicated, conn.notices.unreplicated = conn.notices.unreplicated, False
+    if conn.notices.changes:  # on this server at least: invalidated all the same
         current_app.extensions["db"]["after_commit"](conn.notices.take())
+    if unreplicated:
+        raise CommitNotReplicated("the commit's synchronous standby did not confirm it")
 
 
 def init_app(app, reports, after_commit):
