@@ -226,11 +226,10 @@ class Cluster:
             # lock and startup options need a session of their own: no pooler).
             "DATABASE_URL": data.database_url("api"),
             "MIGRATE_DATABASE_URL": data.database_url("app"),
-            "REDIS_URL": data.redis_url("cache", 0),
-            "RATE_LIMIT_STORAGE_URL": data.redis_url("state", 0),
-            "CELERY_BROKER_URL": data.redis_url("state", 1),
-            # An invalidation leaves cache_changes only once the cache Redis's replica has it.
-            "CACHE_MIN_REPLICAS": "1",
+            # Every Redis client asks the sentinels where the primary is, and again after a failover.
+            "REDIS_URL": data.sentinel_url("cache", 0),
+            "RATE_LIMIT_STORAGE_URL": data.sentinel_url("state", 0),
+            "QUEUE_REDIS_URL": data.sentinel_url("state", 1),
             "WEB_BIND": f"unix:{directory}/app/app.sock",
             "L1_REFRESH_URLS": f"http://{self.l1_name}:{REFRESH_PORT}",
             # Each host's own loopback: the same ports on every host never collide.
@@ -266,7 +265,7 @@ class Cluster:
             host["stopped"] = False
             self.save()
             return
-        self._write_env(name)  # the Redis primaries of now
+        self._write_env(name)
         if host["role"] == "app":
             self._write_app_nginx_extras(name)
         for service in OPS_SERVICES if host["role"] == "ops" else APP_SERVICES:

@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 PG_PORT, PATRONI_PORT, ETCD_PORT, ETCD_PEER_PORT = 5432, 8008, 2379, 2380
 SENTINEL_PORT = 26379
@@ -121,11 +123,6 @@ class DataTier:
         """The limits library's form, which the app's settings take."""
         nodes = ",".join(f"{self.address(name)}:{SENTINEL_PORT}" for name in self.SENTINEL_HOSTS)
         return f"redis+sentinel://{nodes}/{role}/{db}"
-
-    def redis_url(self, role, db):
-        """A plain URL of the role's current primary (for a client that does not follow Sentinel)."""
-        host, port = self.redis_primary(role) or (self.address(self.REDIS_HOSTS[0]), REDIS_ROLES[role]["port"])
-        return f"redis://{host}:{port}/{db}"
 
     # -- secrets -----------------------------------------------------------------
 
@@ -390,7 +387,7 @@ class DataTier:
             found[name] = {}
             for role, spec in REDIS_ROLES.items():
                 try:
-                    info = redis.Redis(self.address(name), spec["port"], socket_timeout=1).info("replication")
+                    info = redis_client(self.address(name), spec["port"]).info("replication")
                     found[name][role] = "primary" if info["role"] == "master" else "replica"
                 except redis.RedisError:
                     found[name][role] = None
@@ -480,13 +477,19 @@ def pid_alive(pidfile):
         return False
 
 
+def redis_client(address, port, **options):
+    """One try, one second: a dead server is an answer here (redis-py would retry with backoff)."""
+    return redis.Redis(address, port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0),
+                       **options)
+
+
 def sentinel(address):
-    return redis.Redis(address, SENTINEL_PORT, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+    return redis_client(address, SENTINEL_PORT, decode_responses=True)
 
 
 def ping(address, port):
     try:
-        return redis.Redis(address, port, socket_timeout=1, socket_connect_timeout=1).ping()
+        return redis_client(address, port).ping()
     except redis.RedisError:
         return False
 
