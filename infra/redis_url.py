@@ -60,7 +60,11 @@ def connect(url, single_connection_client=False, **kwargs):
     parts = sentinel_of(url)
     if parts is None:
         return redis.Redis.from_url(url, single_connection_client=single_connection_client, **kwargs)
-    timeouts = {key: kwargs[key] for key in ("socket_timeout", "socket_connect_timeout") if key in kwargs}
+    # The sentinels are asked as the primary is: within the same timeouts and
+    # retries (none, for L2): redis-py's default retries each sentinel with a
+    # backoff of seconds, which a host cut off from every sentinel would pay
+    # on a read before serving it from PostgreSQL.
+    timeouts = {key: kwargs[key] for key in ("socket_timeout", "socket_connect_timeout", "retry") if key in kwargs}
     sentinel = redis.sentinel.Sentinel(parts.sentinels, sentinel_kwargs={"password": parts.password, **timeouts})
     pool = redis.sentinel.SentinelConnectionPool(parts.service, sentinel, is_master=True, db=parts.db,
                                                  password=parts.password, **kwargs)
