@@ -116,26 +116,30 @@ class Cluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)  # the postgres user reaches its data directory
         name = f"apic{secrets.token_hex(2)}"
-        while run("ip", "link", "show", name, check=False).returncode == 0:  # another cluster's
+        while (run("ip", "link", "show", name, check=False).returncode == 0
+               or namespace_exists(f"{name}-net")):  # another cluster's
             name = f"apic{secrets.token_hex(2)}"
         subnet = unused_subnet()
         addresses = list(subnet.hosts())
         self.state = {
-            "name": name, "subnet": str(subnet), "bridge": name, "port": port,
+            "name": name, "subnet": str(subnet), "bridge": name, "bridge_ns": f"{name}-net", "port": port,
             "entry_address": str(addresses[0]), "secret_key": secrets.token_hex(32),
             "next_address": 10, "hosts": {},
         }
         self.save()
-        run("ip", "link", "add", name, "type", "bridge")
+        # The bridge in a namespace of its own: traffic between hosts never
+        # meets the machine's firewall, where a Docker engine's FORWARD policy
+        # drops bridged packets once br_netfilter is loaded (and an engine
+        # may start, or rewrite its rules, at any time after up). The machine
+        # reaches the hosts through one link into it, with the entry's address.
         self.state["bridge_made"] = True
         self.save()
-        # Bridged traffic between hosts passes the machine's own firewall: a
-        # Docker engine's FORWARD policy drops it once br_netfilter is loaded,
-        # whatever the bridge's own nf_call_iptables says (the machine-wide
-        # sysctl wins), and an engine may start at any time after up.
-        self.state["forward_rule"] = True
-        self.save()
-        run("iptables", "-I", "FORWARD", "1", *forward_rule(name))
+        bridge_ns = ("ip", "-n", self.state["bridge_ns"])
+        run("ip", "netns", "add", self.state["bridge_ns"])
+        run(*bridge_ns, "link", "add", name, "type", "bridge")
+        run(*bridge_ns, "link", "set", name, "up")
+        run("ip", "link", "add", name, "type", "veth", "peer", "name", "uplink", "netns", self.state["bridge_ns"])
+        run(*bridge_ns, "link", "set", "uplink", "master", name, "up")
         run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", name)
         run("ip", "link", "set", name, "up")
         for name, (role, last) in DATA_HOSTS.items():
@@ -171,12 +175,11 @@ class Cluster:
                     attempt(f"{name}'s services", self._stack, name, "reset")
                 attempt(f"{name}'s processes", self._kill_all, name)
                 run("ip", "netns", "del", host["ns"], check=False)
-            run("ip", "link", "del", host["veth"], check=False)
+            run("ip", "-n", self.state["bridge_ns"], "link", "del", host["veth"], check=False)
             shutil.rmtree(Path("/etc/netns") / host["ns"], ignore_errors=True)
-        if self.state.get("forward_rule"):
-            run("iptables", "-D", "FORWARD", *forward_rule(self.state["bridge"]), check=False)
         if self.state.get("bridge_made"):
-            run("ip", "link", "del", self.state["bridge"], check=False)
+            run("ip", "link", "del", self.state["bridge"], check=False)  # the uplink, and its end in the bridge's namespace
+            run("ip", "netns", "del", self.state["bridge_ns"], check=False)  # the bridge, and what is left on it
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = None
         if failed:
@@ -203,8 +206,9 @@ class Cluster:
                             "cut_from": []}
         self.save()
         run("ip", "netns", "add", ns)
-        run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "link", "set", veth, "master", self.state["bridge"], "up")
+        bridge_ns = ("ip", "-n", self.state["bridge_ns"])
+        run(*bridge_ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run(*bridge_ns, "link", "set", veth, "master", self.state["bridge"], "up")
         prefix = ipaddress.ip_network(self.state["subnet"]).prefixlen
         run("ip", "-n", ns, "addr", "add", f"{address}/{prefix}", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
@@ -326,7 +330,7 @@ class Cluster:
     def partition(self, name, peer=None):
         host = self.host(name)
         if peer is None:
-            run("ip", "link", "set", host["veth"], "down")
+            run("ip", "-n", self.state["bridge_ns"], "link", "set", host["veth"], "down")
             host["cut_from"].append("*")
         else:
             for address in self.addresses(peer):
@@ -338,7 +342,7 @@ class Cluster:
     def heal(self, name, peer=None):
         host = self.host(name)
         if peer is None:
-            run("ip", "link", "set", host["veth"], "master", self.state["bridge"], "up")
+            run("ip", "-n", self.state["bridge_ns"], "link", "set", host["veth"], "master", self.state["bridge"], "up")
             for cut in [p for p in host["cut_from"] if p != "*"]:
                 self.heal(name, cut)
             host["cut_from"] = []
@@ -452,11 +456,6 @@ def unused_subnet():
         if not any(candidate.overlaps(network) for network in taken if network.prefixlen > 0):
             return candidate
     sys.exit("no unused /24 in 10.213.0.0/16")
-
-
-def forward_rule(bridge):
-    """The machine's firewall rule that lets the cluster's hosts talk to each other, and no one else."""
-    return ("-i", bridge, "-o", bridge, "-m", "comment", "--comment", f"cluster {bridge}", "-j", "ACCEPT")
 
 
 def namespace_exists(ns):
