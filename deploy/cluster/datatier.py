@@ -273,6 +273,8 @@ class DataTier:
                 "pg_hba": [
                     "local all all trust",
                     f"host replication replicator {self.subnet} scram-sha-256",
+                    # Patroni's own look at a stopped node's timeline, which decides a rewind.
+                    "host replication replicator 127.0.0.1/32 scram-sha-256",
                     f"host all postgres {self.subnet} scram-sha-256",
                     "host all postgres 127.0.0.1/32 scram-sha-256",
                     f"host all all {self.subnet} trust",
