@@ -19,7 +19,8 @@ to it without a restart.
     python deploy/cluster/cluster.py up [--apps N] [--port PORT]
     python deploy/cluster/cluster.py status            JSON: every host, its role, address, whether it is up,
                                                        which PostgreSQL leads and which Redis is primary
-    python deploy/cluster/cluster.py kill HOST         SIGKILL every process on HOST
+    python deploy/cluster/cluster.py kill HOST [SERVICE]   SIGKILL every process on HOST (or one data-tier
+                                                       service of it: redis-cache, redis-state, sentinel, patroni, etcd)
     python deploy/cluster/cluster.py stop HOST         graceful: an app host leaves the entry first
     python deploy/cluster/cluster.py start HOST
     python deploy/cluster/cluster.py partition HOST [PEER]   cut every link of HOST, or only towards PEER
@@ -307,8 +308,13 @@ class Cluster:
         else:
             self._stack(name, "down", check=False)
 
-    def kill(self, name):
-        self._kill_all(name)
+    def kill(self, name, service=None):
+        if service is None:
+            self._kill_all(name)
+        elif name in DATA_HOSTS:
+            self.data_tier.kill(name, service)
+        else:
+            sys.exit(f"{name}: only a data-tier host's services are killed one by one")
 
     def _kill_all(self, name):
         """SIGKILL every process of the host's namespace; returns once none is left."""
@@ -515,6 +521,7 @@ def main():
     up.add_argument("--port", type=int, default=int(os.environ.get("PORT", 80)))
     for verb in ("kill", "stop", "start"):
         verbs.add_parser(verb).add_argument("host")
+    verbs.choices["kill"].add_argument("service", nargs="?", help="only this service of a data-tier host")
     for verb in ("partition", "heal"):
         one = verbs.add_parser(verb)
         one.add_argument("host")
@@ -540,7 +547,9 @@ def main():
         print(json.dumps(cluster.status(), indent=2))
     elif args.verb == "add":
         print(cluster.add())
-    elif args.verb in ("kill", "stop", "start"):
+    elif args.verb == "kill":
+        cluster.kill(args.host, args.service)
+    elif args.verb in ("stop", "start"):
         getattr(cluster, args.verb)(args.host)
     elif args.verb in ("partition", "heal"):
         getattr(cluster, args.verb)(args.host, args.peer)

@@ -173,6 +173,16 @@ class DataTier:
         for service in ("patroni", "redis-cache", "redis-state", "sentinel", "etcd"):
             stop_pidfile(host.path(service, "pid"))
 
+    def kill(self, name, service):
+        """SIGKILL one process of a host (``redis-cache``, say), as when it alone crashes."""
+        pidfile = self.hosts[name].path(service, "pid")
+        if service not in self.services(name):
+            raise ValueError(f"{name} runs no {service}: {', '.join(self.services(name))}")
+        if pid_alive(pidfile):
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not process_running(pid), 10, f"{name}'s {service} to end")
+
     def services(self, name):
         """Each process the host should run: whether it runs."""
         host, wanted = self.hosts[name], []
@@ -203,7 +213,8 @@ class DataTier:
                 # A member with data rejoins with it; the flag matters for an empty one only.
                 "--initial-cluster-state", "new" if new else "existing",
                 "--heartbeat-interval", str(ETCD_HEARTBEAT_MS), "--election-timeout", str(ETCD_ELECTION_MS),
-                "--pre-vote", "--logger", "zap", "--log-outputs", str(directory / "etcd.log")]
+                "--pre-vote", "--enable-v2=true",  # Patroni's etcd (v2) client: see _patroni_config
+                "--logger", "zap", "--log-outputs", str(directory / "etcd.log")]
         spawn(host, argv, directory)
 
     def etcd_healthy(self):
@@ -230,7 +241,12 @@ class DataTier:
             "log": {"level": "INFO"},
             "restapi": {"listen": f"{host.address}:{PATRONI_PORT}",
                         "connect_address": f"{host.address}:{PATRONI_PORT}"},
-            "etcd3": {"hosts": [f"{self.address(name)}:{ETCD_PORT}" for name in self.ETCD_HOSTS]},
+            # etcd's v2 API, not v3: Patroni 3.0.2's etcd3 refreshes the leader key
+            # with an unconditional put whenever its lease changed, so an old
+            # primary back from a partition, still believing its cached view,
+            # took the key from the new leader (drill d, tests/cluster/test_failovers.py);
+            # its v2 refresh is a compare-and-swap on its own name, which fails then.
+            "etcd": {"hosts": [f"{self.address(name)}:{ETCD_PORT}" for name in self.ETCD_HOSTS]},
             "bootstrap": {
                 "dcs": {
                     "ttl": PATRONI_TTL, "loop_wait": PATRONI_LOOP_WAIT, "retry_timeout": PATRONI_RETRY_TIMEOUT,
@@ -300,27 +316,39 @@ class DataTier:
     def patroni(self, name, path="cluster"):
         return http_json(f"http://{self.address(name)}:{PATRONI_PORT}/{path}", None)
 
-    def pg_members(self):
-        """Patroni's view of the cluster, asked of the first node that answers."""
-        for name in self.PG_HOSTS:
-            found = self.patroni(name)
-            if found and found.get("members"):
-                return {member["name"]: member for member in found["members"]}
-        return {}
+    def pg_nodes(self):
+        """Each node's own word on itself (Patroni's /patroni): its role, state, timeline."""
+        return {name: self.patroni(name, "patroni") or {} for name in self.PG_HOSTS}
 
-    def pg_leader(self):
-        """The node that holds the leader key and runs as primary, or None."""
-        for name, member in self.pg_members().items():
-            if member.get("role") == "leader" and member.get("state") == "running":
-                return name
-        return None
+    def pg_leader(self, nodes=None):
+        """The node that runs as primary by its own word, or None; while an old
+        primary cut off from etcd has not demoted itself yet, the newer timeline.
+        Never a node's view of the others: one cut off from etcd keeps showing
+        the cluster as it last saw it."""
+        nodes = self.pg_nodes() if nodes is None else nodes
+        primaries = [(node.get("timeline", 0), name) for name, node in nodes.items()
+                     if node.get("role") in ("master", "primary") and node.get("state") == "running"]
+        return max(primaries)[1] if primaries else None
+
+    def pg_members(self):
+        """The cluster as the leader sees it (Patroni's /cluster), or {}."""
+        leader = self.pg_leader()
+        found = self.patroni(leader) if leader else None
+        return {member["name"]: member for member in (found or {}).get("members", [])}
 
     def pg_whole(self):
-        """A leader and every other node its synchronous standby, streaming."""
+        """One primary, and every other node its synchronous standby, running on
+        the primary's timeline, by the leader's word and by its own."""
+        nodes = self.pg_nodes()
+        leader = self.pg_leader(nodes)
+        if leader is None:
+            return False
         members = self.pg_members()
-        return (len(members) == len(self.PG_HOSTS) and self.pg_leader() is not None
-                and all(m["role"] in ("leader", "sync_standby") and m["state"] in ("running", "streaming")
-                        for m in members.values()))
+        return (set(members) == set(self.PG_HOSTS)
+                and all(members[name]["role"] == ("leader" if name == leader else "sync_standby")
+                        and members[name]["state"] in ("running", "streaming") for name in self.PG_HOSTS)
+                and all(node.get("state") == "running" and node.get("timeline") == nodes[leader].get("timeline")
+                        for node in nodes.values()))
 
     # -- Redis under Sentinel ------------------------------------------------------------
 
@@ -423,9 +451,10 @@ class DataTier:
         """What the host is now, for cluster.py's status."""
         found = {}
         if name in self.PG_HOSTS:
-            member = self.pg_members().get(name, {})
-            found["postgres"] = {"role": member.get("role"), "state": member.get("state"),
-                                 "timeline": member.get("timeline")}
+            own, member = self.patroni(name, "patroni") or {}, self.pg_members().get(name, {})
+            # The leader's word (sync_standby or replica) for the others, the node's own for itself.
+            role = member.get("role", "replica") if own.get("role") == "replica" else own.get("role") and "leader"
+            found["postgres"] = {"role": role, "state": own.get("state"), "timeline": own.get("timeline")}
         if name in self.REDIS_HOSTS:
             found["redis"] = self.redis_roles()[name]
         return found

@@ -1,8 +1,8 @@
 """The failover drills of the highly available data tier (docs/topology.md),
 each under the coherence checker's load across hosts, three runs each:
 
-    a  the cache Redis primary SIGKILLed
-    b  the state Redis primary SIGKILLed with orders queued
+    a  the cache Redis primary SIGKILLed (the process alone: its host's other Redis role stays)
+    b  the state Redis primary SIGKILLed with orders queued (the same)
     c  the PostgreSQL primary SIGKILLed with its Patroni (its whole host)
     d  the PostgreSQL primary cut off from its standby and from the other etcd members
 
@@ -175,7 +175,7 @@ def strike(cluster, tier, scenario):
     struck, what undoes it)."""
     if scenario in ("cache", "state"):
         victim = tier.redis_primary(scenario)
-        cluster("kill", victim)
+        cluster("kill", victim, f"redis-{scenario}")
         return victim, lambda: tier.redis_primary(scenario) not in (None, victim), [("start", victim)]
     victim = tier.pg_leader()
     if scenario == "pg-kill":
