@@ -26,6 +26,7 @@ to it without a restart.
     python deploy/cluster/cluster.py partition HOST [PEER]   cut every link of HOST, or only towards PEER
                                                        (a host, ``entry``, or ``data``: every host but the app hosts)
     python deploy/cluster/cluster.py heal HOST [PEER]
+    python deploy/cluster/cluster.py reinit HOST       a PostgreSQL node copied anew from the leader
     python deploy/cluster/cluster.py add               a new app host, known to the entry and the relay
     python deploy/cluster/cluster.py balance round-robin|hash   how the entry spreads requests
     python deploy/cluster/cluster.py down              end every process, remove every namespace, link and bridge
@@ -528,6 +529,7 @@ def main():
         one.add_argument("peer", nargs="?", help="only towards this host (or entry)")
     for verb in ("status", "add", "down"):
         verbs.add_parser(verb)
+    verbs.add_parser("reinit").add_argument("host", choices=DataTier.PG_HOSTS)
     verbs.add_parser("balance").add_argument("how", choices=("round-robin", "hash"))
     args = parser.parse_args()
     cluster = Cluster(args.dir)
@@ -555,6 +557,8 @@ def main():
         getattr(cluster, args.verb)(args.host, args.peer)
     elif args.verb == "balance":
         cluster.balance(args.how)
+    elif args.verb == "reinit":
+        cluster.data_tier.reinit(args.host)
     else:
         cluster.down()
 

@@ -316,6 +316,17 @@ class DataTier:
     def patroni(self, name, path="cluster"):
         return http_json(f"http://{self.address(name)}:{PATRONI_PORT}/{path}", None)
 
+    def reinit(self, name):
+        """A PostgreSQL node copied anew from the leader (Patroni's reinitialize).
+        What an operator does when an old primary cannot stream: Patroni 3.0.2
+        sometimes misses that one demoted while cut off from etcd had written
+        past the new leader's fork point, and skips the rewind."""
+        request = urllib.request.Request(f"http://{self.address(name)}:{PATRONI_PORT}/reinitialize",
+                                         data=b'{"force": true}', method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+
     def pg_nodes(self):
         """Each node's own word on itself (Patroni's /patroni): its role, state, timeline."""
         return {name: self.patroni(name, "patroni") or {} for name in self.PG_HOSTS}

@@ -224,7 +224,18 @@ def drill(cluster, scenario, run_number, orders=None):
 
     with Probes(cluster.entry, cluster.app_socket(apps[0]), item) as probes:
         checker.run(SECONDS, during=fault)
-    eventually(lambda: rejoined(tier, scenario, happened["victim"]), seconds=2 * UNPROMISED_WAIT, step=0.5)
+    happened["reinitialized"] = False
+    try:
+        eventually(lambda: rejoined(tier, scenario, happened["victim"]), seconds=UNPROMISED_WAIT, step=0.5)
+    except AssertionError:
+        if scenario != "pg-partition":
+            raise
+        # An old primary demoted while cut off from etcd that had written past
+        # the new leader's fork point, which Patroni 3.0.2 sometimes fails to
+        # rewind: copied anew, as an operator would (docs/topology.md).
+        cluster("reinit", happened["victim"])
+        happened["reinitialized"] = True
+        eventually(lambda: rejoined(tier, scenario, happened["victim"]), seconds=UNPROMISED_WAIT, step=0.5)
     happened["rejoined_after_s"] = round(time.monotonic() - happened["struck"], 1)
     summary, table = checker.figures()
     lost = lost_writes(cluster.database_url(), probes, checker)
@@ -232,7 +243,8 @@ def drill(cluster, scenario, run_number, orders=None):
                 "new_leader_seen_s": happened["new_leader_seen_s"], **probes.figures(happened["struck"]),
                 "checker_reads_failed": failed_reads(table), "writes_acknowledged":
                 summary["writes_acknowledged"] + len(probes.acknowledged()), "lost": lost,
-                "broken_bounds": broken_bounds(table), "rejoined_after_s": happened["rejoined_after_s"]}
+                "broken_bounds": broken_bounds(table), "rejoined_after_s": happened["rejoined_after_s"],
+                "reinitialized": happened["reinitialized"]}
     report(f"failover {scenario}, run {run_number}", str(measured), *checker.history.lines(by_via=True)[1:])
     return measured, table
 
@@ -316,7 +328,8 @@ def drills(cluster, quiet_run):
         results[scenario] = runs
         spread = {key: [run[key] for run, _ in runs] for key in ("first_write_after_s", "l2_down_s",
                                                                    "new_leader_seen_s", "writes_failed",
-                                                                   "direct_reads_failed", "rejoined_after_s")}
+                                                                   "direct_reads_failed", "rejoined_after_s",
+                                                                   "reinitialized")}
         report("failover figures, three runs", f"{SCENARIOS[scenario]}: {spread}, checker's failed reads "
                f"{[run['checker_reads_failed'] for run, _ in runs]}")
     return results
