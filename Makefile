@@ -32,7 +32,7 @@ faults:  ## only the fault and security drills (tests/faults), on a throwaway st
 compose-test:  ## docker-compose.yml for real: engine, stand-in images, up, test_app.sh, down, down -v
 	scripts/compose-test/run.sh
 
-cluster:  ## the product on several hosts of this machine (deploy/cluster/): entry on 127.0.0.1:PORT, 3 app hosts, a data host
+cluster:  ## the product on several hosts of this machine (deploy/cluster/): entry on 127.0.0.1:PORT, 3 app hosts, an ops host, a highly available data tier
 	WITH_CLUSTER=1 scripts/install-deps.sh
 	.venv/bin/python deploy/cluster/cluster.py up $(ARGS)
 
@@ -42,7 +42,7 @@ cluster-status:  ## every host of the cluster, as JSON
 cluster-down:  ## end every process of the cluster, remove its namespaces, links and data
 	.venv/bin/python deploy/cluster/cluster.py down
 
-cluster-test:  ## tests/cluster on a cluster of its own: L1 across hosts, the entry under faults, the checker per host
+cluster-test:  ## tests/cluster on a cluster of its own: L1 across hosts, the entry under faults, the checker per host, the data tier's failovers
 	WITH_CLUSTER=1 WITH_TEST_TOOLS=1 scripts/install-deps.sh
 	.venv/bin/pytest tests/cluster -p no:cacheprovider -r fE $(ARGS)
 
