@@ -1,6 +1,7 @@
 """Who may call what: JWT bearer tokens, rate limits per client address, and
 no shared caching of anything a token can see."""
 
+import functools
 from datetime import timedelta
 
 from flask import current_app, request
@@ -102,9 +103,30 @@ def _init_limiter_for(app, blueprints):
     for kind, funcs in hooks.items():
         added = [f for f in funcs.get(None, []) if f not in before[kind]]
         funcs[None] = before[kind]
+        if kind == "after":
+            added = [_keeping_retry_after(f) for f in added]
         if kind != "before":
             for blueprint in blueprints:
                 funcs.setdefault(blueprint, []).extend(added)
+
+
+def _keeping_retry_after(inject_headers):
+    """flask-limiter sets Retry-After on every answer of a limited route, to
+    its window's reset (a minute, say); only a 429 means that. Any other
+    answer keeps its own (a 503's second during a database switch) or none."""
+
+    @functools.wraps(inject_headers)
+    def after_request(response):
+        own = response.headers.get("Retry-After")
+        response = inject_headers(response)
+        if response.status_code != 429:
+            if own is None:
+                response.headers.pop("Retry-After", None)
+            else:
+                response.headers["Retry-After"] = own
+        return response
+
+    return after_request
 
 
 def init_app(app):

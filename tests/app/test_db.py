@@ -2,6 +2,7 @@
 
 import psycopg2
 
+from tests.support.accounts import new_account, place
 from tests.support.bounds import UNPROMISED_WAIT
 from tests.support.errors import assert_error
 from tests.support.waiting import eventually
@@ -68,3 +69,15 @@ def test_a_write_that_meets_a_read_only_server_gets_a_503_and_the_next_write_a_n
     with owner_connection, owner_connection.cursor() as cur:
         cur.execute("SELECT count(*) FROM users WHERE email = 'eve@example.com'")
         assert cur.fetchone()[0] == 1
+
+
+def test_a_rate_limited_route_keeps_its_own_retry_after(make_app, read_only):
+    """The limiter's window says when to retry a 429, not a 503 or a 201."""
+    client = make_app(CACHE_ENABLED=False, RATE_LIMIT_ORDERS="5 per hour").test_client()
+    account = new_account(client.application)
+    placed = place(client, account)
+    assert placed.status_code == 201 and "Retry-After" not in placed.headers
+    read_only(True)
+    refused = place(make_app(CACHE_ENABLED=False, RATE_LIMIT_ORDERS="5 per hour").test_client(), account)
+    assert_error(refused, 503)
+    assert refused.headers["Retry-After"] == "1"
