@@ -165,6 +165,7 @@ class L2:
         self._timeout = cfg["CACHE_TIMEOUT"]
         self._replica_wait_ms = cfg["CACHE_REPLICA_WAIT_MS"]
         self._local = threading.local()
+        self._era = 0  # see client
         # Scripts run on the caller's connection (client=...); this one, never
         # connected, only computes their SHA.
         template = redis.Redis()
@@ -185,10 +186,13 @@ class L2:
 
         A connection per thread skips the pool's checkout, release and lock on
         every call, a large share of a cache hit's time in redis-py. The pid check
-        keeps a forked child (Celery's pool) from sharing its parent's socket.
+        keeps a forked child (Celery's pool) from sharing its parent's socket;
+        the era drops every thread's connection after any thread's failure.
         """
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        local, key = self._local, (os.getpid(), self._era)
+        if getattr(local, "key", None) != key:
+            if getattr(local, "key", (None,))[0] == key[0]:
+                local.client.close()
             local.client = redis_url.connect(
                 self._url,
                 single_connection_client=True,
@@ -198,16 +202,16 @@ class L2:
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
-            local.pid = os.getpid()
+            local.key = key
         return local.client
 
     def reconnect(self):
-        """After an error: this thread's next call connects anew (over Sentinel,
-        after a lookup of the primary, which the old client may not repeat)."""
-        local = self._local
-        if getattr(local, "pid", None) == os.getpid():
-            local.client.close()
-        local.pid = None
+        """After an error: every thread's next call connects anew (over
+        Sentinel, after a lookup of the primary, which an old client may not
+        repeat). Every thread, not only the one that failed: after a failover,
+        each idle thread would otherwise fail once on its old connection, and
+        each failure pauses the process's reads for ``retry_after``."""
+        self._era += 1
 
     def _call(self, *args):
         """One command on this thread's connection itself. The client's per-call

@@ -102,6 +102,8 @@ APP_DB_PASSWORD=$(secret)
 REDIS_PASSWORD=$(secret)
 PORT=$PORT
 PROMETHEUS_BIND=127.0.0.1:$PROMETHEUS_PORT
+# The failover drill's orders and their reads come within a minute of test_app.sh's.
+RATE_LIMIT_ORDERS=100 per minute
 ENV
 
 log "docker compose up --build (nginx on 127.0.0.1:$PORT)"
@@ -127,6 +129,9 @@ sql -c "UPDATE users SET name = 'After' WHERE id = $id"
 sleep 2  # L1 alone would keep "Before" for up to 5 s
 api "/users/$id" | grep -q '"name":"After"'
 
+log "Redis fails over: each primary killed while in use, the Sentinels promote its replica, it rejoins (failover.py)"
+BASE_URL="http://127.0.0.1:$PORT" PROJECT=$PROJECT ENV_FILE=$WORK/env .venv/bin/python scripts/compose-test/failover.py
+
 log "profile monitoring: Prometheus scrapes the app, relay, worker and mtail (Grafana: README.md here)"
 compose --profile monitoring up -d --build mtail prometheus >>"$WORK/up.log" 2>&1 || { tail -40 "$WORK/up.log"; exit 1; }
 [ "$(docker port "$(compose ps -q prometheus)" 9090)" = "127.0.0.1:$PROMETHEUS_PORT" ]
@@ -148,7 +153,12 @@ compose --profile monitoring rm -fsv mtail prometheus >/dev/null 2>&1
 
 log "down keeps the data"
 api /users -X POST -H 'Content-Type: application/json' -d '{"name":"Kept","email":"kept@example.com"}' >/dev/null
+# The images' anonymous volumes (the Redis images' /data), which down alone
+# would leave behind: removed with their containers.
+anonymous=$(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{println .Name}}{{end}}{{end}}' \
+    $(compose ps -aq) | grep -E '^[0-9a-f]{64}$' || true)
 compose down >/dev/null 2>&1
+[ -z "$anonymous" ] || docker volume rm $anonymous >/dev/null
 compose up -d >/dev/null 2>&1
 wait_healthy
 api "/users?page_size=1000" -H 'Cache-Control: no-cache' | grep -q kept@example.com
@@ -171,7 +181,9 @@ hash=$(.venv/bin/python -c 'from werkzeug.security import generate_password_hash
 sql -v hash="$hash" <<<"INSERT INTO users (name, email, password_hash) VALUES ('Old', 'old@example.com', :'hash')"
 compose up -d >/dev/null 2>&1
 wait_healthy
-[ "$(sql -c "SELECT string_agg(migration_id, ',') FROM _yoyo_migration")" = 0001.accounts-apart ]
+# Every migration of migrations/ applied, in order.
+[ "$(sql -c "SELECT string_agg(migration_id, ',' ORDER BY migration_id) FROM _yoyo_migration")" = \
+    "$(cd migrations && ls -- *.sql | sed 's/\.sql$//' | paste -sd,)" ]
 api /api/user/token/ --data-urlencode username=old@example.com --data-urlencode 'password=an old password' | grep -q access_token
 users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
 ! grep -q old@example.com <<<"$users"

@@ -4,6 +4,7 @@ loss brings back (cache/l2.py: replicas confirm, epochs)."""
 
 import signal
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 import pytest
@@ -93,6 +94,31 @@ def test_an_invalidation_the_replica_missed_is_not_undone_by_a_failover(make_app
         eventually(lambda: read(path), lambda r: l2(r) == "HIT", seconds=UNPROMISED_WAIT)
     print(f"\nfailover: the relay had {'forgotten' if forgotten else 'kept'} the change; "
           f"L2 answered again {time.monotonic() - failed_over:.1f} s after the new primary took over")
+
+
+def test_after_a_failover_every_thread_connects_anew_once_one_has_failed(make_app, sentinel_group, relay_for):
+    """Each thread keeps its own connection: the first failure of one must
+    not leave the others to fail, one by one, each pausing the process's reads."""
+    app = make_app(REDIS_URL=sentinel_group.url, CACHE_RETRY_AFTER=0.2)
+    relay_for(app)
+    threads = [ThreadPoolExecutor(max_workers=1) for _ in range(2)]
+    client = app.test_client()
+
+    def read_in(thread):
+        return l2(threads[thread].submit(client.get, USER).result())
+
+    eventually(lambda: read_in(0), lambda status: status != "DOWN", seconds=UNPROMISED_WAIT)
+    assert read_in(1) != "DOWN"  # both threads connected to the primary
+    primary = sentinel_group.primary()
+    sentinel_group.signal(primary, signal.SIGKILL)
+    sentinel_group.wait_failover(primary)
+    new_primary = sentinel_group.client(sentinel_group.primary())
+    assert read_in(0) == "DOWN"  # its connection was to the old primary
+    eventually(lambda: new_primary.exists(CAUGHT_UP), seconds=UNPROMISED_WAIT)
+    time.sleep(0.2)  # the pause after thread 0's failure
+    assert read_in(1) != "DOWN"
+    for thread in threads:
+        thread.shutdown()
 
 
 def test_a_redis_holding_another_epochs_data_is_flushed_before_it_is_read(make_app, redis_server, relay_for):

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from app import create_app
+from cache.l2 import CAUGHT_UP_SECONDS
+from infra import redis_url
 from tests.support import ROOT
 
 
@@ -46,8 +48,8 @@ def test_no_container_runs_as_root_and_redis_wants_a_password():
     assert dockerfile_users and dockerfile_users[-1].split(":")[0] not in ("root", "0")
     for name in ("app", "worker", "relay", "migrate"):  # the Dockerfile's user
         assert "build" in services[name] and "user" not in services[name]
-    assert services["redis"]["user"] == "redis"
-    assert "--requirepass" in " ".join(services["redis"]["command"])
+    for name in redis_servers(services) + sentinels(services):
+        assert services[name]["user"] == "redis", name
     assert services["nginx"]["image"].startswith("nginxinc/nginx-unprivileged:")
     # The postgres image starts as root only to drop to its postgres user.
     assert services["postgres"]["image"].startswith("postgres:")
@@ -102,3 +104,52 @@ def test_no_secret_is_committed():
     for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD"):
         value = re.search(rf"^{name}=(.*)$", example, re.MULTILINE).group(1)
         assert value == "" or "change" in value.lower() or "example" in value.lower(), name
+
+
+def redis_servers(services):
+    return [name for name, service in services.items() if "redis-server.sh" in " ".join(service.get("command", []))]
+
+
+def sentinels(services):
+    return [name for name, service in services.items() if "sentinel.sh" in " ".join(service.get("command", []))]
+
+
+def test_every_redis_and_sentinel_wants_the_password():
+    """Servers ask for it and give it to their primary; Sentinels ask for it
+    and give it to the servers (the app's URL has one password for both)."""
+    server = (ROOT / "deploy/compose/redis-server.sh").read_text()
+    sentinel = (ROOT / "deploy/compose/sentinel.sh").read_text()
+    assert '--requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"' in server
+    assert 'echo "requirepass $REDIS_PASSWORD"' in sentinel
+    assert 'echo "sentinel auth-pass $service $REDIS_PASSWORD"' in sentinel
+
+
+def test_sentinels_wait_longer_than_l2s_caught_up_mark():
+    """A "caught up" replicated from the old primary has expired before its replica is promoted."""
+    sentinel = (ROOT / "deploy/compose/sentinel.sh").read_text()
+    down_after = int(re.search(r"down-after-milliseconds \$service (\d+)", sentinel).group(1))
+    assert down_after >= CAUGHT_UP_SECONDS * 1000
+
+
+def test_every_redis_client_finds_its_primary_through_every_sentinel():
+    """Each role has a primary and a replica, the Sentinels watch both roles,
+    and the app's three URLs name every Sentinel and a role they watch."""
+    services = compose_services()
+    watched = {}
+    for name in sentinels(services):
+        roles = dict(pair.split("=") for pair in services[name]["environment"]["WATCH"].split())
+        assert watched in ({}, roles), name
+        watched = roles
+    assert len(sentinels(services)) == 3 and set(watched) == {"cache", "state"}
+    for role, first in watched.items():
+        members = [name for name in redis_servers(services) if services[name]["environment"]["SERVICE"] == role]
+        assert len(members) == 2 and first in members, role
+        assert {services[name]["environment"]["PRIMARY"] for name in members} == {first}, role
+    for name in ("app", "relay", "worker"):
+        environment = services[name]["environment"]
+        for setting, role in (("REDIS_URL", "cache"), ("RATE_LIMIT_STORAGE_URL", "state"), ("QUEUE_REDIS_URL", "state")):
+            parts = redis_url.sentinel_of(environment[setting])
+            assert parts is not None and parts.service == role, (name, setting)
+            assert {host for host, _ in parts.sentinels} == set(sentinels(services)), (name, setting)
+        for sentinel in sentinels(services):
+            assert services[name]["depends_on"][sentinel] == {"condition": "service_healthy"}, name
