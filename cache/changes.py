@@ -68,12 +68,20 @@ def invalidate(changes, durably=False):
 
 
 def invalidate_after_commit(changes):
-    """``invalidate`` right after a commit. A failure is logged and left to the
-    relay, which applies every change durably; meanwhile L2 is not read past
-    its caught-up second."""
+    """``invalidate`` right after a commit. A connection the server closed
+    (a failover: Sentinel has the old primary's clients dropped) is tried
+    once more on a new one, to whichever primary there is now: another
+    process of the app may already read L2 there, and the writer's next read
+    may reach it. Any other failure is logged and left to the relay, which
+    applies every change durably; meanwhile L2 is not read past its
+    caught-up second, and this process skips it for ``CACHE_RETRY_AFTER``."""
     l2 = current_app.extensions["cache"].l2
     try:
-        invalidate(changes)
+        try:
+            invalidate(changes)
+        except redis.ConnectionError:
+            l2.reconnect()
+            invalidate(changes)
     except redis.RedisError as error:
         log.error("redis invalidation failed, left to the relay: %s", error)
         l2.failed("invalidate", error)

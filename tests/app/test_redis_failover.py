@@ -121,6 +121,22 @@ def test_after_a_failover_every_thread_connects_anew_once_one_has_failed(make_ap
         thread.shutdown()
 
 
+def test_a_write_on_a_connection_the_failover_closed_still_invalidates_at_once(make_app, sentinel_group, relay_for):
+    """Two processes of the app: the writer's still holds a connection to the
+    old primary, the reader's already reads the new one. The writer's own
+    invalidation must reach the new primary, or the reader may serve the old
+    row after the write was acknowledged."""
+    relay_for(make_app(REDIS_URL=sentinel_group.url))
+    writer, reader = (make_app(REDIS_URL=sentinel_group.url).test_client() for _ in range(2))
+    eventually(lambda: writer.get(USER), lambda r: l2(r) != "DOWN", seconds=UNPROMISED_WAIT)
+    primary = sentinel_group.primary()
+    sentinel_group.signal(primary, signal.SIGKILL)
+    sentinel_group.wait_failover(primary)
+    eventually(lambda: reader.get(USER), lambda r: l2(r) == "HIT", seconds=UNPROMISED_WAIT)
+    assert writer.put(USER, json={"name": "Alice written"}).status_code == 200
+    assert name_of(reader.get(USER)) == "Alice written"
+
+
 def test_a_redis_holding_another_epochs_data_is_flushed_before_it_is_read(make_app, redis_server, relay_for):
     """A Redis restarted from an older snapshot, or another server's: the run
     id differs from the one its data recorded, so none of it is served."""
