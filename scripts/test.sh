@@ -26,7 +26,7 @@ if [ "$WHAT" = unit ]; then
 fi
 
 if [ "$WHAT" = app ]; then
-    [ -x .venv/bin/pytest ] || WITH_TEST_TOOLS=1 scripts/install-deps.sh
+    [ -x .venv/bin/pytest ] && command -v redis-sentinel >/dev/null || WITH_TEST_TOOLS=1 scripts/install-deps.sh
     env=${STACK_DIR:-.stack}/stack.env
     [ -f "$env" ] && scripts/stack.sh status | grep -q '^postgres: running' ||
         { echo "test-app runs beside a running stack: make up first" >&2; exit 2; }
