@@ -22,8 +22,8 @@ change has already retired.
 
 Redis trouble never fails a request: every call has a short timeout and no
 retries, errors are logged and the request is served from PostgreSQL; after
-an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds, and the thread
-connects anew (over Sentinel, to whichever primary it names then).
+an error, reads skip Redis for ``CACHE_RETRY_AFTER`` seconds, and every
+thread connects anew (over Sentinel, to whichever primary it names then).
 
 What Redis acknowledged may still be undone: a failover to a replica that had
 not received it, or a restart from an older snapshot. So the relay forgets a
@@ -31,8 +31,9 @@ change only once every replica the primary has online holds it (``WAIT``),
 and L2 lives in epochs: ``CAUGHT_UP`` holds the epoch, made of the Redis
 server's run id and PostgreSQL's system id and timeline. When either differs
 from the one ``EPOCH`` recorded (another primary, a restart, a PostgreSQL
-failover), the relay's next "caught up" flushes L2 instead, and a reader's
-store is refused unless the epoch it looked up under still holds.
+failover), the relay's next "caught up" flushes L2 instead (the whole
+database: it must be L2's alone), and a reader's store is refused unless the
+epoch it looked up under still holds.
 """
 
 import logging
