@@ -268,7 +268,9 @@ def sweep_unprocessed(min_age_seconds=30):
     """Queue again the orders nobody processed: queued while the broker was down, or lost."""
     try:
         rows = _unprocessed(min_age_seconds)
-    except (psycopg2.OperationalError, psycopg2.InterfaceError, db.PoolTimeout) as error:
+    except (psycopg2.Error, db.PoolTimeout) as error:
+        if not db.unavailable(error):
+            raise
         if not _Outage.down:
             log.warning("orders sweep: PostgreSQL is unavailable, sweeping again once it answers: %s",
                         " ".join(str(error).split()))

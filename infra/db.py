@@ -54,6 +54,14 @@ def server_cannot_write(error):
     return isinstance(error, psycopg2.Error) and error.pgcode in SERVER_CANNOT_WRITE
 
 
+def unavailable(error):
+    """Whether ``error`` says PostgreSQL cannot serve this now, and a retry
+    shortly may succeed: unreachable, every connection busy, or reached but
+    unable to take writes (a switch of primary)."""
+    return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, PoolTimeout)) \
+        or server_cannot_write(error)
+
+
 def _drop_if_server_cannot_write(conn, error):
     # Closed, the connection is not put back: the pool drops it and its idle
     # siblings on release, which reached the same server (ConnectionPool.release).

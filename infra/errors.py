@@ -22,7 +22,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
-from infra.db import PoolTimeout, server_cannot_write
+from infra.db import PoolTimeout, unavailable
 from infra.responses import json_response, to_json
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,7 @@ def handle_database_error(error):
     if isinstance(error, psycopg2.DataError):
         _count("data")
         return error_response(422, "A value is out of range or malformed.")
-    # Unreachable, or reached but unable to take writes (a switch of primary):
-    # either way a retry shortly may succeed.
-    if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) or server_cannot_write(error):
+    if unavailable(error):
         _count("unavailable")
         log.error("database unavailable: %s", error)
         return error_response(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})

@@ -142,8 +142,7 @@ def purge_expired():
                 (ttl, PURGE_BATCH),
             )["n"]
         except (psycopg2.Error, db.PoolTimeout) as error:
-            if not (isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, db.PoolTimeout))
-                    or db.server_cannot_write(error)):
+            if not db.unavailable(error):
                 raise
             # Down or switching: the next purge deletes what this one could not.
             log.warning("idempotency purge: PostgreSQL cannot take it now: %s", " ".join(str(error).split()))

@@ -43,13 +43,12 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from datatier import DataTier
+import datatier
+from datatier import DataTier, pid_alive, process_running, run
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack.sh"
@@ -62,10 +61,6 @@ APP_SERVICES = ("app", "nginx")
 OPS_HOST = ("ops", 2)
 DATA_HOSTS = {"redis1": ("redis", 3), "redis2": ("redis", 4), "pg1": ("postgres", 5), "pg2": ("postgres", 6),
               "witness": ("witness", 7)}
-
-
-def run(*args, check=True, **kwargs):
-    return subprocess.run(args, check=check, text=True, capture_output=True, **kwargs)
 
 
 class Cluster:
@@ -482,21 +477,6 @@ def children(pid):
     return found
 
 
-def process_running(pid):
-    """Alive and not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def pid_alive(pidfile):
-    try:
-        return process_running(int(Path(pidfile).read_text()))
-    except (FileNotFoundError, ValueError):
-        return False
-
-
 def http_ok(url):
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -506,11 +486,11 @@ def http_ok(url):
 
 
 def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            sys.exit(f"{what}: not within {seconds} s")
-        time.sleep(0.1)
+    """datatier's, ending the command with its message instead of a traceback."""
+    try:
+        datatier.wait_for(condition, seconds, what)
+    except TimeoutError as error:
+        sys.exit(str(error))
 
 
 def main():

@@ -26,6 +26,19 @@ def _serve(listener, handle):
     threading.Thread(target=accept, daemon=True).start()
 
 
+def _pump(source, sink, flowing=None):
+    """Copy what ``source`` sends to ``sink`` until either closes; while
+    ``flowing`` (an Event) is clear, the bytes are dropped: a stalled link."""
+    try:
+        while data := source.recv(65536):
+            if flowing is None or flowing.is_set():
+                sink.sendall(data)
+    except OSError:
+        pass
+    for end in (source, sink):
+        end.close()
+
+
 def _answers(client):
     try:
         return client.ping()
@@ -80,17 +93,7 @@ class Link:
         server.connect(self.target_path)
         self._sockets += [client, server]
         for source, sink in ((client, server), (server, client)):
-            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            end.close()
+            threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
 
     def cut(self):
         self.up = False
@@ -166,20 +169,8 @@ class HeldPipe:
         except OSError:
             client.close()
             return
-        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
-        threading.Thread(target=self._pump, args=(server, client, self.flowing), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink, gate):
-        try:
-            while data := source.recv(65536):
-                if gate is not None and not gate.is_set():
-                    continue  # a stalled link: the bytes never arrive
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            end.close()
+        threading.Thread(target=_pump, args=(client, server), daemon=True).start()
+        threading.Thread(target=_pump, args=(server, client, self.flowing), daemon=True).start()
 
     def hold(self):
         self.flowing.clear()
