@@ -1,4 +1,5 @@
-"""Health: is the database reachable, is the cache reachable, does the relay keep up."""
+"""Health: is the database reachable, is the cache reachable, does the relay keep up;
+and, for probes that must not depend on them, does this process answer at all."""
 
 import logging
 
@@ -14,6 +15,10 @@ from infra import db
 
 blp = Blueprint("health", __name__, description="Liveness and dependencies")
 log = logging.getLogger(__name__)
+
+
+class LiveSchema(ma.Schema):
+    status = ma.fields.String(metadata={"description": "alive"})
 
 
 class HealthSchema(ma.Schema):
@@ -75,3 +80,16 @@ class Health(MethodView):
         }
         # no-store: nginx must not answer health checks from its cache.
         return body, 200 if database_ok else 503, {"Cache-Control": "no-store"}
+
+
+@blp.route("/health/live")
+class Live(MethodView):
+    @blp.response(200, LiveSchema)
+    def get(self):
+        """Report that this process answers, asking nothing of PostgreSQL or Redis
+
+        For liveness and readiness probes (Kubernetes, Swarm): an outage of the
+        data tier must neither restart every app nor take every L1 out of
+        service, since L1 keeps answering within its bounds meanwhile.
+        """
+        return {"status": "alive"}, 200, {"Cache-Control": "no-store"}

@@ -106,6 +106,9 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
         stack.service("stop", "postgres")
         down = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
+        # What a probe of Kubernetes or Swarm sees meanwhile: the processes answer.
+        with Client(stack.base_url) as probe:
+            probes = {path: probe.request("GET", path).status for path in ("/health", "/health/live", "/_l1/live")}
         restarting = time.monotonic()
         stack.service("start", "postgres")
         up = time.monotonic()
@@ -130,6 +133,7 @@ def test_postgresql_stopped_for_ten_seconds(stack, users, figures):
     lost = lost_acknowledged_writes(stack, load, figures)
     log = stack.log_since("app/app.log", log_offset)
 
+    assert probes == {"/health": 503, "/health/live": 200, "/_l1/live": 200}, probes
     assert figures["reads_during_outage_not_200"] == 0, figures
     assert figures["reads_served_stale_by_l1"] > 0
     assert writes and figures["writes_during_outage_not_503"] == 0, figures
