@@ -38,6 +38,12 @@ if [ "${WITH_CLUSTER:-0}" = 1 ]; then
     command -v haproxy >/dev/null || packages+=(haproxy)
     command -v setpriv >/dev/null || packages+=(util-linux)
 fi
+if [ "${WITH_CHART_TOOLS:-0}" = 1 ]; then
+    # tests/chart starts the pod's nginx in namespaces of its own (unshare, ip).
+    command -v ip >/dev/null || packages+=(iproute2)
+    command -v unshare >/dev/null || packages+=(util-linux)
+    command -v envsubst >/dev/null || packages+=(gettext-base)
+fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
     command -v dockerd >/dev/null || packages+=(docker.io)
