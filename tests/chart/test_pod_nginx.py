@@ -4,8 +4,7 @@ for an emptyDir) and mounted at its path, docker.conf filled in by the same
 envsubst step as compose-test's stand-in image, with the container's own
 environment, in a mount, network and PID namespace of its own (the pod's
 loopback; everything ends with it). What differs from a pod: Debian's nginx
-1.22 for the image's 1.27, the stand-in's main nginx.conf
-(scripts/compose-test/nginx/), root instead of uid 101, and a stand-in app
+1.22 for the image's 1.27, root instead of uid 101, and a stand-in app
 on 127.0.0.1:8000 answering as the app does for a public read."""
 
 import json
@@ -58,6 +57,7 @@ nginx -t -q
 nginx
 for _ in $(seq 50); do curl -s -o /dev/null 127.0.0.1:8000/ && break; sleep 0.1; done
 echo "live $(curl -s 127.0.0.1:8081/_l1/live)"
+echo "workers $(pgrep -c -f '^nginx: worker process')"
 echo "first $(curl -s -o /dev/null -w '%{http_code}' -D - 127.0.0.1:8080/users/1 | grep -i '^x-cache-status' | tr -d '\r')"
 echo "again $(curl -s -D - -o /dev/null 127.0.0.1:8080/users/1 | grep -i '^x-cache-status' | tr -d '\r')"
 echo "client $(curl -s -H 'X-Forwarded-For: 198.51.100.7' 127.0.0.1:8080/users/2)"
@@ -82,7 +82,6 @@ def lay_out(objects, rootfs):
                     path.write_text(data[item["key"]])
         else:
             target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(STANDIN / "nginx.conf", rootfs / "etc/nginx/nginx.conf")
     return {var["name"]: var["value"] for var in nginx["env"]}
 
 
@@ -92,7 +91,7 @@ def start_the_pods_nginx(objects, tmp_path):
     rootfs = tmp_path / "rootfs"
     env = lay_out(objects, rootfs)
     env.update(PATH=os.environ["PATH"], ROOTFS=str(rootfs), APP=APP, PYTHON=sys.executable, STANDIN=str(STANDIN))
-    run = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "sh", "-c", SCRIPT],
+    run = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", SCRIPT],
                          env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     # nginx's access log goes to the same stdout, a JSON line per request.
@@ -105,8 +104,11 @@ def test_the_pods_nginx_starts_answers_itself_and_caches(tmp_path):
     assert said["first"].lower().endswith("miss") and said["again"].lower().endswith("hit")
     # No trusted proxy by default: a client's X-Forwarded-For is not believed.
     assert json.loads(said["client"]) == {"client": "127.0.0.1"}
+    assert said["workers"] == "1"  # nginx.workerProcesses, not the machine's CPUs
 
 
 def test_behind_a_trusted_proxy_nginx_counts_the_proxys_client(tmp_path):
-    said = start_the_pods_nginx(manifests(DEFAULTS, "nginx.realIpFrom={127.0.0.0/8}"), tmp_path)
+    said = start_the_pods_nginx(manifests(DEFAULTS, "nginx.realIpFrom={127.0.0.0/8}", "nginx.workerProcesses=3"),
+                                tmp_path)
     assert json.loads(said["client"]) == {"client": "198.51.100.7"}
+    assert said["workers"] == "3"
