@@ -6,10 +6,11 @@ import logging
 import marshmallow as ma
 import psycopg2
 import redis
+from flask import current_app
 from flask.views import MethodView
 
 from blueprints import Blueprint
-from cache import l2
+from cache import l2, monitor
 from cache.relay import BACKLOG_SQL
 from infra import db
 
@@ -28,6 +29,10 @@ class HealthSchema(ma.Schema):
     relay = ma.fields.Dict(
         metadata={"description": "the cache relay: state (ok, or behind: L2 unused meanwhile), "
                   "changes_waiting, oldest_change_s"}
+    )
+    consistency = ma.fields.Dict(
+        metadata={"description": "the relay's consistency monitor over its last window_s: state (ok, "
+                  "inconsistent, or unknown when no monitor reports), checks, inconsistent, last_inconsistency"}
     )
 
 
@@ -63,6 +68,18 @@ def _relay(caught_up, database_ok):
     }
 
 
+def _consistency():
+    """What the relay's consistency monitor last published (cache/monitor.py)."""
+    try:
+        published = monitor.status(current_app.config)
+    except redis.RedisError as error:
+        log.warning("health: consistency unknown: %s", error)
+        published = None
+    if published is None:
+        return {"state": "unknown"}
+    return {"state": "inconsistent" if published["inconsistent"] else "ok", **published}
+
+
 @blp.route("/health")
 @blp.route("/api/health")
 class Health(MethodView):
@@ -77,6 +94,7 @@ class Health(MethodView):
             "database": "ok" if database_ok else "down",
             "cache": "ok" if cache_ok else "down",
             "relay": _relay(caught_up, database_ok),
+            "consistency": _consistency(),
         }
         # no-store: nginx must not answer health checks from its cache.
         return body, 200 if database_ok else 503, {"Cache-Control": "no-store"}

@@ -105,6 +105,10 @@ class L1Refresher:
             self._due.update(dict.fromkeys(uris, (now, False)))
             self._wake.notify()
 
+    def targets(self):
+        """The nginx refreshed now (one per address its names resolve to)."""
+        return list(self._senders)
+
     def _resolve_every_second(self):
         while not self._stopping:
             try:

@@ -33,7 +33,7 @@ import time
 import psycopg2
 import redis
 
-from cache import changes, l1
+from cache import changes, l1, monitor
 from cache.l2 import CAUGHT_UP_SECONDS
 
 log = logging.getLogger("api.relay")
@@ -68,6 +68,8 @@ class Relay:
         self.dsn, self.connect_timeout = cfg["DATABASE_URL"], cfg["DB_CONNECT_TIMEOUT"]
         self.levels, self.metrics = app.extensions["cache"], app.extensions["metrics"]
         self.refresher = l1.L1Refresher(cfg["L1_REFRESH_URLS"], self.levels.refresh_token)
+        # Checks a sample of the changes at every level, every L1 the refresher reaches included.
+        self.monitor = monitor.Monitor(app, self.refresher.targets)
         self.stopping = threading.Event()
         self._applied, self._worst_lag, self._reported = 0, 0.0, time.monotonic()
 
@@ -75,6 +77,7 @@ class Relay:
         """Until ``stop()``: reconnect after any PostgreSQL error."""
         with self.app.app_context():
             self.refresher.start()
+            self.monitor.start()
             while not self.stopping.is_set():
                 try:
                     self._serve()
@@ -82,6 +85,7 @@ class Relay:
                     log.error("relay: PostgreSQL failed, reconnecting: %s", error)
                     self.stopping.wait(RETRY_SECONDS)
             self.refresher.stop()
+            self.monitor.stop()
 
     def stop(self):
         self.stopping.set()
@@ -143,6 +147,8 @@ class Relay:
             (BATCH,),
         )
         rows = cur.fetchall()
+        # Read after they committed: the monitor's bound on each change's commit time.
+        self.monitor.noted(rows, time.monotonic())
         self.metrics.RELAY_BACKLOG.set(len(rows))
         l2, resources = self.levels.l2, self.levels.resources
         if rows:
@@ -153,7 +159,9 @@ class Relay:
             if self.refresher.bases and l2.enabled:
                 held = l2.held_by_l1([item for item in items if resources.has_item_route(item[0])])
                 self.refresher.add(resources.canonical_uri(resource, item_id) for resource, item_id in held)
-            cur.execute("DELETE FROM cache_changes WHERE id = ANY(%s)", ([row[0] for row in rows],))
+            ids = [row[0] for row in rows]
+            cur.execute("DELETE FROM cache_changes WHERE id = ANY(%s)", (ids,))
+            self.monitor.applied(ids)
             self._note(len(rows), max(row[3] for row in rows))
         last = len(rows) < BATCH
         if last and l2.enabled:

@@ -55,6 +55,22 @@ class Metrics:
             "api_relay_l2_epochs_total", "Times the relay flushed L2 for a new epoch: another Redis "
             "primary or run, or another PostgreSQL timeline (cache/l2.py).")
 
+        self.CONSISTENCY_CHECKS = counter(
+            "api_consistency_checks_total", "Sampled changed items the consistency monitor read back from a "
+            "cache level past its bound and compared with PostgreSQL, by level (l1, l2) and host.",
+            ["level", "host"])
+        self.CONSISTENCY_INCONSISTENT = counter(
+            "api_consistency_inconsistent_total", "Of those checks, the answers that differed from what "
+            "PostgreSQL had held for longer than the level's bound.", ["level", "host"])
+        self.CONSISTENCY_PAST_BOUND = histogram(
+            "api_consistency_past_bound_seconds", "How long past its level's bound each inconsistent answer was "
+            "(at least).", ["level"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.CONSISTENCY_SKIPPED = counter(
+            "api_consistency_skipped_total", "Checks not counted: the item changed again too recently to prove "
+            "an answer wrong.", ["level"])
+        self.CONSISTENCY_UNREACHABLE = counter(
+            "api_consistency_unreachable_total", "L1 peeks that got no answer from that nginx.", ["host"])
+
         self.TASKS = counter(
             "api_worker_tasks_total", "Tasks the worker ran, by task and outcome: succeeded, failed, retried.",
             ["task", "outcome"])
@@ -69,6 +85,8 @@ class Metrics:
             self.REDIS_ERRORS.labels(action)
         for kind in ("unavailable", "conflict", "data", "other"):
             self.POSTGRES_ERRORS.labels(kind)
+        for level in ("l1", "l2"):
+            self.CONSISTENCY_SKIPPED.labels(level)
 
 
 class _Nothing:

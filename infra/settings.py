@@ -102,6 +102,9 @@ def app_settings():
         # refresh what it holds of a changed item. Empty: L1 catches up within
         # its own 5 s bound.
         "L1_REFRESH_URLS": [url.strip() for url in _str("L1_REFRESH_URLS", "").split(",") if url.strip()],
+        # The relay's consistency monitor (cache/monitor.py): how many sampled
+        # changes a second it checks at every level; 0 turns it off.
+        "CONSISTENCY_CHECKS_PER_S": _float("CONSISTENCY_CHECKS_PER_S", 2.0),
         "JWT_EXPIRES_MINUTES": _int("JWT_EXPIRES_MINUTES", 30),
         # How long the first answer to a POST with an Idempotency-Key is
         # replayed to its retries (seconds); the worker purges older ones.

@@ -290,7 +290,8 @@ class Cluster:
         (extra / "http-refresh-server.conf").write_text(
             f"server {{\n    listen {host['address']}:{REFRESH_PORT};\n"
             f"    # The relay's alone.\n    allow {self.address(OPS_HOST[0])};\n    deny all;\n"
-            f"    include {ROOT}/nginx/cache.conf;\n    include {ROOT}/nginx/errors.conf;\n}}\n")
+            f"    include {ROOT}/nginx/cache.conf;\n    include {ROOT}/nginx/peek.conf;\n"
+            f"    include {ROOT}/nginx/errors.conf;\n}}\n")
 
     def stop(self, name):
         """Gracefully: an app host first leaves the entry, and what it serves ends."""
