@@ -13,7 +13,16 @@ REFUSED = {
     "beat.replicas=2": "Additional property replicas is not allowed",
     "image.tag=latest": "image.tag: Must not validate the schema",
     "nginx.image.tag=latest": "nginx.image.tag: Must not validate the schema",
+    "image.tag=LATEST": "image.tag: Must not validate the schema",
     "image.tag=": "image.tag: Does not match pattern",
+    # The version label: at most 63 characters.
+    "image.tag=" + "v" * 64: "image.tag: Does not match pattern",
+    # A tag or digest in the repository would render an image reference no runtime pulls.
+    "image.repository=registry.example.com/api:latest": "image.repository: Must not validate the schema",
+    "image.repository=registry.example.com/api@sha256:00": "image.repository: Must not validate the schema",
+    "app.resources.limits.memory=-1": "app.resources.limits.memory: Must be greater than 0",
+    # The chart's own labels select its pods: not to be overridden.
+    "appTierPodLabels.app\\.kubernetes\\.io/component=x": "appTierPodLabels: Property name",
     "image.repository=": "image.repository: String length must be greater than or equal to 1",
     # Secrets come from existingSecret alone, under any name.
     "secretKey=s3cr3t": "Additional property secretKey is not allowed",
@@ -53,3 +62,15 @@ def test_the_secret_and_the_image_have_no_defaults():
 def test_the_defaults_themselves_are_accepted():
     """The refusals above are the schema's, not a chart that renders nothing."""
     assert template("-f", str(DEFAULTS)).returncode == 0
+
+
+@pytest.mark.parametrize("pair", [
+    "global.imageRegistry=registry.example.com",  # what an umbrella chart passes every subchart
+    "image.repository=registry.example.com:5000/api",  # a registry's port is not a tag
+    "image.tag=2acf3c8",
+    "imagePullSecrets[0].name=regcred",
+    "service.externalTrafficPolicy=Cluster",
+])
+def test_what_the_readme_lets_users_set_is_accepted(pair):
+    run = template("-f", str(DEFAULTS), "--set", pair)
+    assert run.returncode == 0, run.stderr

@@ -35,14 +35,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- .repository }}:{{ .tag }}{{ with .digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
-{{/* The pod's securityContext: never root, the runtime's seccomp profile,
-     no service account token (nothing here talks to the Kubernetes API). */}}
-{{- define "api.podSecurity" -}}
+{{/* What every pod shares: never root, the runtime's seccomp profile, no
+     service account token (nothing here talks to the Kubernetes API), no
+     service links (variables nothing reads), and where it may run and pull from. */}}
+{{- define "api.podCommon" -}}
 automountServiceAccountToken: false
+enableServiceLinks: false
 securityContext:
   runAsNonRoot: true
   seccompProfile:
     type: RuntimeDefault
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/* A container's securityContext; `.` is its user id (the image's own:
