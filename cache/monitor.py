@@ -296,6 +296,7 @@ class Monitor:
             self.metrics.CONSISTENCY_SKIPPED.labels(level).inc()
             return
         self.metrics.CONSISTENCY_CHECKS.labels(level, host).inc()
+        self.metrics.CONSISTENCY_INCONSISTENT.labels(level, host)  # a series from the first check: a 0, not "no data"
         self._recent.append((read_at, not consistent))
         if consistent:
             return

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -218,6 +219,13 @@ class BenchStack:
             cur.execute("CHECKPOINT")
         conn.close()
 
+    def restart_relay(self, **env):
+        """The stack's relay again, with ``env`` on top of the stack's settings."""
+        stack_sh = ROOT / "scripts" / "stack.sh"
+        subprocess.run([stack_sh, "stop", "relay"], env=self.env, check=True, capture_output=True)
+        subprocess.run([stack_sh, "start", "relay"], env={**self.env, **env}, check=True, capture_output=True)
+        time.sleep(1)  # caught up, and L2 read again
+
     def reload_nginx(self):
         """nginx with the stack's current extra files, once its new workers answer."""
         nginx = self.dir / "nginx"
@@ -406,6 +414,48 @@ def metrics_cost_rows(runner, quick):
     rows.append(row("metrics, L1 hit", f"L1 hit while nginx writes its short log and mtail reads it (mtail: {cpu:.1f} µs "
                     "of CPU per request)", l1, base, 0.95, "≥ 0.95 × the same without either", ratios=ratios))
     return rows
+
+
+def monitor_cost_rows(runner, quick):
+    """What the relay's consistency monitor (cache/monitor.py) costs the cache
+    levels: the L1 and L2 hits while writes flow (so the monitor has changes
+    to check: WRITES_PER_S updates of other users, as psql would make them),
+    with the monitor at its default rate against the same with it off (0).
+    Its reads are a peek at nginx and a GET in Redis per sampled change."""
+    rounds = 1 if quick else 5
+    stop = threading.Event()
+
+    def write():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            runner.stack.sql("UPDATE users SET name = %s WHERE id = %s", (f"bench {i}", 2 + i % 999))
+            stop.wait(1 / WRITES_PER_S)
+
+    def relay(rate):
+        def measure_with(path):
+            runner.stack.restart_relay(CONSISTENCY_CHECKS_PER_S=rate)
+            return runner.wrk(path)
+        return measure_with
+
+    on, off = relay(""), relay("0")  # "": the default, as a deployment that sets nothing has it
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        rows = []
+        for level, path in (("L1", "/users/1"), ("L2", "/bench/l1off/users/1")):
+            result, base, ratios = runner.paired(lambda path=path: on(path), lambda path=path: off(path), rounds)
+            rows.append(row(f"monitor, {level} hit", f"{level} hit while {WRITES_PER_S} changes/s flow, the consistency "
+                            "monitor at its default rate", result, base, 0.98,
+                            "≥ 0.98 × the same with CONSISTENCY_CHECKS_PER_S=0", ratios=ratios))
+    finally:
+        stop.set()
+        writer.join()
+        runner.stack.restart_relay()
+    return rows
+
+
+WRITES_PER_S = 20
 
 
 def write_rows(runner, quick):
@@ -658,6 +708,7 @@ def main():
         load_rows(stack, mixed_users, 1000)
         rows = cache_rows(runner, args.quick)
         rows += metrics_cost_rows(runner, args.quick)
+        rows += monitor_cost_rows(runner, args.quick)
         rows += write_rows(runner, args.quick)
         rows.append(hot_key_row(runner, 3 if args.quick else 20))
         rows += growth_rows(runner, sizes, rounds=1 if args.quick else 2)

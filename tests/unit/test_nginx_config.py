@@ -44,6 +44,6 @@ def test_the_helm_charts_copies_are_nginxs_files():
     """.Files reads only inside a chart, so deploy/helm/api holds copies: equal, byte for byte."""
     copies = ROOT / "deploy/helm/api/files/nginx"
     assert sorted(path.name for path in copies.iterdir()) == sorted(
-        ["docker.conf", "http.conf", "cache.conf", "limits.conf", "errors.conf", "bound-l1-log.sh"])
+        ["docker.conf", "http.conf", "cache.conf", "peek.conf", "limits.conf", "errors.conf", "bound-l1-log.sh"])
     for copy in copies.iterdir():
         assert copy.read_bytes() == (NGINX / copy.name).read_bytes(), f"cp nginx/{copy.name} {copies}/"
