@@ -53,6 +53,7 @@ state Redis (``STATUS_KEY``), which /health shows.
 """
 
 import collections
+import http.client
 import json
 import logging
 import random
@@ -74,8 +75,13 @@ CHECK_AFTER = max(L1_BOUND, L2_BOUND) + 0.25
 # The monitor's own look at cache_changes, when the relay handed nothing over
 # for this long (it is behind, cut off from Redis, or waiting).
 LOOK_AFTER = 1.0
-# How long the latest change of a key is remembered: far longer than any bound.
-FORGET_AFTER = 120.0
+# How long the latest change of a key is remembered: longer than any bound,
+# which is all a check asks of it (an older change cannot make it skip), and
+# short enough that a flood of changes to distinct keys stays small.
+FORGET_AFTER = 10.0
+# How long a waiting change keeps the time it was first seen (a relay that
+# cannot apply reads it again and again): longer than any L1 entry lives.
+FORGET_WAITING_AFTER = 120.0
 WINDOW_SECONDS = 300
 STATUS_KEY = "api:consistency"
 PEEK_URI, PEEK_HEADER = "/_l1/peek", "X-L1-Peek"
@@ -118,9 +124,11 @@ class Monitor:
         self._last_id = 0
         self._looked = 0.0
         self._published = 0.0
+        self._forgot = 0.0
         self._recent = collections.deque()  # (monotonic, inconsistent: bool) of the last WINDOW_SECONDS
         self._last_inconsistency = None
         self._stopping = threading.Event()
+        self._holding = False
         self._status_url = cfg.get("QUEUE_REDIS_URL") or cfg["REDIS_URL"]
         self._status = None
 
@@ -135,6 +143,18 @@ class Monitor:
 
     def stop(self):
         self._stopping.set()
+
+    def holding(self, held):
+        """The relay holds its lock (True) or lost it. Only then is every change
+        deleted handed over first, which step 4 relies on: a standby relay's
+        monitor, racing another relay's deletes, could miss a change and so
+        must not check."""
+        with self._lock:
+            if held:
+                self._handed = time.monotonic()
+            else:
+                self._due.clear()
+            self._holding = held
 
     def noted(self, rows, seen):
         """The relay's look read ``rows`` [(id, table, key, ...)], maybe none,
@@ -177,6 +197,8 @@ class Monitor:
         while not self._stopping.wait(0.05):
             try:
                 # A context per round: its PostgreSQL connection goes back to the pool after it.
+                if not self._holding:
+                    continue
                 with self.app.app_context():
                     now = time.monotonic()
                     if now - self._handed > LOOK_AFTER and now - self._looked > LOOK_AFTER:
@@ -187,6 +209,10 @@ class Monitor:
                     self._publish()
             except (psycopg2.Error, db.PoolTimeout, redis.RedisError, OSError) as error:
                 log.warning("consistency monitor: cannot check now: %s", error)
+                self._status = None
+                self._stopping.wait(1)
+            except Exception:  # noqa: BLE001 (whatever fails, the monitor goes on; the relay never waits for it)
+                log.exception("consistency monitor: a round failed")
                 self._status = None
                 self._stopping.wait(1)
 
@@ -218,11 +244,14 @@ class Monitor:
             return due
 
     def _forget(self):
-        old = time.monotonic() - FORGET_AFTER
+        """Once a second: what no check can need any more."""
+        now = time.monotonic()
+        if now - self._forgot < 1:
+            return
+        self._forgot = now
         with self._lock:
-            if len(self._seen) > 10_000 or random.random() < 0.01:
-                self._seen = {k: t for k, t in self._seen.items() if t >= old}
-                self._first_seen = {k: t for k, t in self._first_seen.items() if t >= old}
+            self._seen = {k: t for k, t in self._seen.items() if t >= now - FORGET_AFTER}
+            self._first_seen = {k: t for k, t in self._first_seen.items() if t >= now - FORGET_WAITING_AFTER}
 
     def _check_key(self, table, key):
         for resource in self.levels.resources.by_table.get(table, ()):
@@ -267,7 +296,7 @@ class Monitor:
                 cache_status = reply.getheader("X-Cache-Status", "")
             finally:
                 conn.close()
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:
             self.metrics.CONSISTENCY_UNREACHABLE.labels(target).inc()
             log.debug("consistency monitor: cannot peek %s: %s", target, error)
             return None

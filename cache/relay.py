@@ -101,6 +101,7 @@ class Relay:
         try:
             with conn.cursor() as cur:
                 self._wait_for_lock(cur)
+                self.monitor.holding(True)
                 cur.execute(DATABASE_EPOCH_SQL)
                 self.database_epoch = cur.fetchone()[0]
                 log.info("relay: applying changes of %s (L1 refresh: %s)", self.database_epoch,
@@ -120,6 +121,7 @@ class Relay:
                     if caught_up:
                         self.stopping.wait(RETRY_SECONDS if redis_failing else POLL_SECONDS)
         finally:
+            self.monitor.holding(False)
             conn.close()
 
     def _wait_for_lock(self, cur):
