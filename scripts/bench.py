@@ -614,9 +614,9 @@ def markdown(rows, memory, tuning, meta):
             f"| {r['row']} | {r['what']}{extra} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
             f"| {r['non_2xx']} | {base_text} | {ratio} | {r.get('target', '')} | {mark} |"
         )
-    lines += ["", "A ratio with a range is the median of seven rounds (five for the metrics and write PUT rows), each the",
-              "subject's req/s over its baseline's measured just before or after it (alternately); the range of the",
-              "rounds follows in brackets. Growth ratios compare",
+    lines += ["", "A ratio with a range is the median of seven rounds (five for the metrics, monitor and write PUT rows),",
+              "each the subject's req/s over its baseline's measured just before or after it (alternately); the range",
+              "of the rounds follows in brackets. Growth ratios compare",
               "p50 latency (lower is better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + ".",
