@@ -13,8 +13,10 @@ Method, for each sampled change of an item:
    after it committed). A token bucket of ``CONSISTENCY_CHECKS_PER_S``
    (default 2, burst the same) picks items to check: at least one a second
    while writes flow, never more however hard they flood; 0 turns it off.
+   A key already waiting for its check takes no token: its check moves to
+   after its latest change.
 2. **Wait for the bounds.** The check runs ``CHECK_AFTER`` seconds after the
-   change was seen, past both bounds: L2's (``L2_BOUND``, the relay's
+   key's latest change was seen, past both bounds: L2's (``L2_BOUND``, the relay's
    caught-up second) and an L1 item's (``L1_BOUND``: the refresher's second
    fetch, ``l1.L1Refresher.AGAIN_AFTER``, plus a second for it to reach
    nginx through the app).
@@ -53,6 +55,7 @@ state Redis (``STATUS_KEY``), which /health shows.
 """
 
 import collections
+import heapq
 import http.client
 import json
 import logging
@@ -119,7 +122,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._seen = {}  # (table, key) -> latest monotonic time a change of it was seen
         self._first_seen = {}  # cache_changes id -> when the monitor's own look first saw it
-        self._due = collections.deque()  # (when, table, key), in order
+        self._pending = {}  # (table, key) -> when its check is due: CHECK_AFTER past its latest change
+        self._due = []  # heap of (when, table, key), one per pending key; an entry behind _pending moves on
         self._handed = time.monotonic()  # the relay's last hand-over
         self._last_id = 0
         self._looked = 0.0
@@ -153,7 +157,7 @@ class Monitor:
             if held:
                 self._handed = time.monotonic()
             else:
-                self._due.clear()
+                self._due, self._pending = [], {}
             self._holding = held
 
     def noted(self, rows, seen):
@@ -186,10 +190,23 @@ class Monitor:
         self._sample(new, seen)  # each change once, however often it is read again
 
     def _sample(self, rows, seen):
-        """One random item of the batch per token (under the lock)."""
-        while rows and self._bucket.take():
-            _, table, key, *_ = random.choice(rows)
-            self._due.append((seen + CHECK_AFTER, table, str(key)))
+        """Under the lock. A key already due is checked once, CHECK_AFTER past
+        its latest change (a check sooner would be skipped: it changed within
+        the bound), so it takes no token; else one random key per token."""
+        due = seen + CHECK_AFTER
+        fresh = {}
+        for row in rows:
+            key = (row[1], str(row[2]))
+            if key in self._pending:
+                self._pending[key] = due
+            else:
+                fresh[key] = None
+        fresh = list(fresh)
+        while fresh and self._bucket.take():
+            key = fresh.pop(random.randrange(len(fresh)))
+            self._pending[key] = due
+            heapq.heappush(self._due, (due, *key))
+            log.debug("consistency: %s %s sampled", *key)
             if len(rows) == 1:
                 return
 
@@ -239,7 +256,12 @@ class Monitor:
         with self._lock:
             due = []
             while self._due and self._due[0][0] <= now:
-                _, table, key = self._due.popleft()
+                when, table, key = heapq.heappop(self._due)
+                latest = self._pending[(table, key)]
+                if latest > when:  # changed again since it was sampled: checked after that change
+                    heapq.heappush(self._due, (latest, table, key))
+                    continue
+                del self._pending[(table, key)]
                 due.append((table, key))
             return due
 
@@ -279,6 +301,7 @@ class Monitor:
             self.levels.l2.reconnect()
             return None
         if caught_up is None:
+            log.debug("consistency: L2 not checked, the relay is not caught up")
             return None
         held = None if value is None else value.decode()
         # A value L2 does not hold is loaded from PostgreSQL by the reader.
@@ -323,6 +346,8 @@ class Monitor:
         bound = L1_BOUND if level == "l1" else L2_BOUND
         if latest > t0 - bound:
             self.metrics.CONSISTENCY_SKIPPED.labels(level).inc()
+            log.debug("consistency: %s %s in %s on %s skipped: changed %.3f s before the check", resource.ns,
+                      item_id, level, host, t0 - latest)
             return
         self.metrics.CONSISTENCY_CHECKS.labels(level, host).inc()
         self.metrics.CONSISTENCY_INCONSISTENT.labels(level, host)  # a series from the first check: a 0, not "no data"
