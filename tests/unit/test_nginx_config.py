@@ -38,3 +38,12 @@ def test_gunicorn_keeps_idle_connections_longer_than_nginx(conf):
     """nginx must be the side that closes an idle upstream connection."""
     nginx_idle = int(re.search(r"keepalive_timeout\s+(\d+)s;", (NGINX / conf).read_text()).group(1))
     assert settings.web_settings()["keepalive"] > nginx_idle
+
+
+def test_the_helm_charts_copies_are_nginxs_files():
+    """.Files reads only inside a chart, so deploy/helm/api holds copies: equal, byte for byte."""
+    copies = ROOT / "deploy/helm/api/files/nginx"
+    assert sorted(path.name for path in copies.iterdir()) == sorted(
+        ["docker.conf", "http.conf", "cache.conf", "limits.conf", "errors.conf", "bound-l1-log.sh"])
+    for copy in copies.iterdir():
+        assert copy.read_bytes() == (NGINX / copy.name).read_bytes(), f"cp nginx/{copy.name} {copies}/"
