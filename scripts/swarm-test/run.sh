@@ -109,15 +109,16 @@ converged() {
     local name replicas
     while read -r name replicas; do
         if [ "$name" = "${STACK}_migrate" ]; then
-            docker service ps --format '{{.CurrentState}}' "$name" | grep -q '^Complete' || return 1
+            # Read whole first: grep -q leaving early would fail the pipe (pipefail).
+            grep -q '^Complete' <<<"$(docker service ps --format '{{.CurrentState}}' "$name")" || return 1
         else
             [ "${replicas%%/*}" = "${replicas#*/}" ] || return 1
         fi
     done < <(docker service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Replicas}}')
     for id in $(docker ps -q --filter "name=${STACK}_sentinel-"); do
         for role in cache state; do
-            docker exec "$id" sh -c 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p 26379 sentinel ckquorum "$1"' sh "$role" |
-                grep -q ^OK || return 1
+            grep -q ^OK <<<"$(docker exec "$id" sh -c 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p 26379 sentinel ckquorum "$1"' sh "$role")" ||
+                return 1
         done
     done
 }
@@ -188,6 +189,7 @@ for service in app l1 entry relay worker beat; do
     echo "   $service: $failed failed tasks"
     [ "$failed" = 0 ]
 done
+echo "   migrate: $(docker service ps --format '{{.Error}}' "${STACK}_migrate" | grep -c . || true) failed attempts, retried until PostgreSQL answered"
 
 log "nothing listens beyond loopback: Swarm's ports on 127.0.0.1, no port published, VXLAN's dropped"
 # (`! command` would never stop the script: set -e ignores a negated status.)
