@@ -4,8 +4,9 @@
 # makes this node a swarm if it is none (and leaves it after), builds the
 # images as compose-test does, deploys the stack, waits until every task
 # runs healthy, then: test_app.sh through the entry; the coherence checker
-# through the entry and straight to each L1 and an app; a rolling update of
-# the app with a reader counting failed reads through the entry; `docker
+# through the entry and straight to each L1 and an app; an upgrade's steps
+# (migrate updated and run again to the end, then a rolling update of the
+# app with a reader counting failed reads through the entry); `docker
 # stack rm` and every volume, asserting that nothing of the stack remains
 # and the engine is as it was found.
 #
@@ -219,6 +220,20 @@ checker=$!
 sleep 12
 resources
 wait "$checker"
+
+log "an upgrade's first step: migrate again (docker service update), to the end"
+docker service update --force --detach=true "${STACK}_migrate" >/dev/null
+deadline=$((SECONDS + 120))
+until [ "$(grep -c '^Complete' <<<"$(docker service ps --format '{{.CurrentState}}' "${STACK}_migrate")")" -ge 2 ]; do
+    [ $SECONDS -lt $deadline ] || { echo "migrate did not run again in 120 s" >&2; exit 1; }
+    sleep 1
+done
+# The update's own verdict too: an operator reads it (docker service inspect).
+until [ "$(docker service inspect -f '{{.UpdateStatus.State}}' "${STACK}_migrate")" = completed ]; do
+    [ $SECONDS -lt $deadline ] || { echo "migrate's update did not complete in 120 s" >&2; exit 1; }
+    sleep 1
+done
+echo "   migrate ran again to the end; its update completed"
 
 log "a rolling update of the app (start-first, one task at a time), reads through the entry meanwhile"
 python scripts/swarm-test/checks.py reads "$ENTRY" "$WORK/updated" 300 &
