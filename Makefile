@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test test-unit test-app faults compose-test chart-test cluster cluster-status cluster-down cluster-test logs bench
+.PHONY: up down reset status test test-unit test-app faults compose-test swarm-test chart-test cluster cluster-status cluster-down cluster-test logs bench
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -31,6 +31,9 @@ faults:  ## only the fault and security drills (tests/faults), on a throwaway st
 
 compose-test:  ## docker-compose.yml for real: engine, stand-in images, up, test_app.sh, down, down -v
 	scripts/compose-test/run.sh
+
+swarm-test:  ## deploy/swarm/stack.yml on a single-node swarm: deploy, test_app.sh and the coherence checker through the entry, a rolling update with no failed read, stack rm leaving nothing
+	scripts/swarm-test/run.sh
 
 chart-test:  ## the Helm chart (deploy/helm/api) without a cluster: helm lint --strict, each ci/ values file validated against Kubernetes 1.32's schemas, tests/chart
 	WITH_CHART_TOOLS=1 scripts/install-deps.sh

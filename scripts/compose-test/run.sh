@@ -13,46 +13,13 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+# start_engine, stop_engine, log
+. scripts/lib/docker-engine.sh
 
 WORK=$(mktemp -d /tmp/compose-test.XXXXXX)
 PROJECT=apicomposetest
-DOCKERD_PID=
-
-log() { printf '== %s\n' "$*"; }
 
 compose() { docker-compose --project-name "$PROJECT" --env-file "$WORK/env" "$@"; }
-
-start_engine() {
-    if docker info >/dev/null 2>&1; then
-        log "docker: using the engine that answers"
-        return
-    fi
-    # Both tables dockerd changes, named: a table never used yet is saved too.
-    { iptables-save -t filter && iptables-save -t nat; } >"$WORK/iptables"
-    cat /proc/sys/net/ipv4/ip_forward >"$WORK/ip_forward"
-    ip link show docker0 >/dev/null 2>&1 || touch "$WORK/no-docker0"
-    log "docker: starting dockerd"
-    dockerd --data-root "${DOCKER_DATA_ROOT:-/var/lib/docker}" >"$WORK/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
-    for _ in $(seq 120); do
-        docker info >/dev/null 2>&1 && return
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        sleep 0.5
-    done
-    tail -20 "$WORK/dockerd.log"
-    echo "dockerd did not start" >&2
-    exit 1
-}
-
-stop_engine() {
-    [ -n "$DOCKERD_PID" ] || return 0
-    kill "$DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
-    iptables-restore <"$WORK/iptables"
-    cat "$WORK/ip_forward" >/proc/sys/net/ipv4/ip_forward
-    if [ -e "$WORK/no-docker0" ]; then ip link delete docker0 2>/dev/null || true; fi
-    log "docker: dockerd stopped, iptables and ip_forward as they were"
-}
 
 finish() {
     local status=$?
@@ -62,7 +29,7 @@ finish() {
         compose logs --tail 30 || true
     fi
     [ -f "$WORK/env" ] && compose --profile monitoring down -v --remove-orphans >/dev/null 2>&1 || true
-    stop_engine
+    stop_engine "$WORK"
     rm -rf "$WORK"
     exit "$status"
 }
@@ -89,7 +56,7 @@ wait_healthy() {  # every service with a healthcheck healthy, the one-shot migra
 api() { curl -fsS "http://127.0.0.1:$PORT$1" "${@:2}"; }
 
 WITH_DOCKER=1 scripts/install-deps.sh
-start_engine
+start_engine "$WORK"
 scripts/compose-test/build-standins.sh
 
 PORT=$(scripts/free-port)
@@ -168,7 +135,8 @@ compose down -v >/dev/null 2>&1
 compose up -d >/dev/null 2>&1
 wait_healthy
 users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
-! grep -q kept@example.com <<<"$users"
+# (Not `! grep`: set -e ignores a negated status, so that line could never fail.)
+if grep -q kept@example.com <<<"$users"; then echo "down -v kept a row" >&2; exit 1; fi
 for seed in Alice Bob Charlie; do grep -q "\"$seed\"" <<<"$users"; done
 
 log "a volume of the release before migrations is upgraded by compose up, every row kept"
@@ -186,7 +154,7 @@ wait_healthy
     "$(cd migrations && ls -- *.sql | sed 's/\.sql$//' | paste -sd,)" ]
 api /api/user/token/ --data-urlencode username=old@example.com --data-urlencode 'password=an old password' | grep -q access_token
 users=$(api "/users?page_size=1000" -H 'Cache-Control: no-cache')
-! grep -q old@example.com <<<"$users"
+if grep -q old@example.com <<<"$users"; then echo "the migration left the old account among the users" >&2; exit 1; fi
 for seed in Alice Bob Charlie; do grep -q "\"$seed\"" <<<"$users"; done
 
 log "app scaled to three: nginx sends to each (nginx/follow-app-addresses.sh)"
