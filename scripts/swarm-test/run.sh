@@ -168,7 +168,7 @@ ENV
 CONFIG_VERSION=$(cat nginx/*.conf nginx/*.sh deploy/swarm/*.conf deploy/swarm/*.sh deploy/compose/*.sh | sha256sum | cut -c1-12)
 
 log "publish.yml adds the entry's port in host mode"
-(set -a && . "$WORK/env" && PORT=8080 docker stack config -c deploy/swarm/stack.yml -c deploy/swarm/publish.yml) |
+(set -a && . "$WORK/env" && API_IMAGE=$API_IMAGE PORT=8080 docker stack config -c deploy/swarm/stack.yml -c deploy/swarm/publish.yml) |
     grep -A4 'ports:' | tr -d ' \n' | grep -q -- '-mode:hosttarget:8080published:8080'
 
 log "docker stack deploy $STACK"

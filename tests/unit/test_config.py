@@ -21,7 +21,8 @@ def documented():
 
 def test_every_variable_the_code_reads_is_in_env_example():
     read = set(re.findall(r'_(?:str|int|float|bool)\("([A-Z0-9_]+)"', (ROOT / "infra/settings.py").read_text()))
-    read |= set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    for stack in ("docker-compose.yml", "deploy/swarm/stack.yml", "deploy/swarm/publish.yml"):
+        read |= set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / stack).read_text()))
     read |= set(re.findall(r"^([A-Z0-9_]+)=\$\{\1:-", (ROOT / "scripts/stack.sh").read_text(), re.MULTILINE))
     assert read, "found no variables: the patterns above are out of date"
     assert read - documented() == set()
@@ -76,6 +77,19 @@ def test_compose_passes_every_setting_the_app_reads():
         assert unset == (set() if name in ("app", "worker") else multiprocess), name
     for name in ("app", "worker"):
         assert services[name]["tmpfs"] == [services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]]
+
+
+def test_the_swarm_stack_passes_what_compose_passes():
+    """Every documented setting works in every stack: the Swarm stack's
+    processes get the same variables as compose's (its L1s refreshed through
+    tasks.l1, not one nginx; beat a service of its own, which reads them too)."""
+    stack = yaml.safe_load((ROOT / "deploy/swarm/stack.yml").read_text())["services"]
+    services = compose_services()
+    for name in ("migrate", "app", "relay", "worker"):
+        assert set(stack[name]["environment"]) - {"PROMETHEUS_MULTIPROC_DIR"} == \
+            set(services[name]["environment"]) - {"PROMETHEUS_MULTIPROC_DIR"}, name
+    assert stack["beat"]["environment"] == stack["worker"]["environment"]
+    assert "MIGRATE_DATABASE_URL" not in stack["app"]["environment"]
 
 
 def test_only_the_migration_holds_the_schema_owners_password():
