@@ -43,7 +43,10 @@ text, L1 the same text and a newline (cache/reads.py), so equality is exact;
 a deleted item must be absent from L2 and, in L1, absent or a held 404.
 
 What it cannot see: lists (no canonical key; they live by L1's 5 s and L2's
-generation); an L1 it cannot reach (counted as unreachable, not checked);
+generation); an L1 it cannot reach while it cannot (counted as unreachable;
+peeked again every ``RETRY_EVERY`` while an entry it held before the change
+could still be fresh, so a host cut off from the relay and back in time is
+seen holding what its refresh missed);
 staleness shorter than a check's sampling gap; and anything while the relay
 process itself is down (its healthcheck says so). A change made while the
 relay cannot apply it (Redis cut off, say) is still seen: the rows wait in
@@ -89,6 +92,11 @@ WINDOW_SECONDS = 300
 STATUS_KEY = "api:consistency"
 PEEK_URI, PEEK_HEADER = "/_l1/peek", "X-L1-Peek"
 PEEK_TIMEOUT = 1.0
+# An L1 that could not be peeked is peeked again this often, for as long as
+# an entry it filled before the change may still be fresh there (nginx counts
+# whole seconds).
+RETRY_EVERY = 0.5
+L1_FRESH_FOR = l1.FRESH_SECONDS + 1
 L2_HOST = "redis"
 
 
@@ -124,6 +132,8 @@ class Monitor:
         self._first_seen = {}  # cache_changes id -> when the monitor's own look first saw it
         self._pending = {}  # (table, key) -> when its check is due: CHECK_AFTER past its latest change
         self._due = []  # heap of (when, table, key), one per pending key; an entry behind _pending moves on
+        self._retries = []  # heap of (when, deadline, n, resource, key, target): L1s that could not be peeked
+        self._retry_count = 0  # n: orders equal times without comparing resources
         self._handed = time.monotonic()  # the relay's last hand-over
         self._last_id = 0
         self._looked = 0.0
@@ -157,7 +167,7 @@ class Monitor:
             if held:
                 self._handed = time.monotonic()
             else:
-                self._due, self._pending = [], {}
+                self._due, self._pending, self._retries = [], {}, []
             self._holding = held
 
     def noted(self, rows, seen):
@@ -222,6 +232,8 @@ class Monitor:
                         self._look()
                     for table, key in self._take_due():
                         self._check_key(table, key)
+                    for resource, key, target in self._take_retries():
+                        self.check(resource, key, targets=[target])
                     self._forget()
                     self._publish()
             except (psycopg2.Error, db.PoolTimeout, redis.RedisError, OSError) as error:
@@ -265,6 +277,23 @@ class Monitor:
                 due.append((table, key))
             return due
 
+    def _take_retries(self):
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            while self._retries and self._retries[0][0] <= now:
+                _, _, _, resource, key, target = heapq.heappop(self._retries)
+                due.append((resource, key, target))
+            return due
+
+    def _retry_later(self, resource, item_id, target, latest):
+        """Peek ``target`` again while an entry it held before the key's latest change may be fresh."""
+        when, deadline = time.monotonic() + RETRY_EVERY, latest + L1_FRESH_FOR
+        if when <= deadline:
+            with self._lock:
+                self._retry_count += 1
+                heapq.heappush(self._retries, (when, deadline, self._retry_count, resource, item_id, target))
+
     def _forget(self):
         """Once a second: what no check can need any more."""
         now = time.monotonic()
@@ -279,16 +308,20 @@ class Monitor:
         for resource in self.levels.resources.by_table.get(table, ()):
             self.check(resource, key)
 
-    def check(self, resource, item_id):
-        """Compare each level's answer for one item with PostgreSQL's (steps 3 and 4)."""
+    def check(self, resource, item_id, targets=None):
+        """Compare each level's answer for one item with PostgreSQL's (steps 3
+        and 4); with ``targets``, only those L1s' (a peek tried again)."""
         t0 = time.monotonic()
         body = resource.load(item_id)
-        answers = [("l2", L2_HOST, self._l2_answer(resource, item_id, body))]
+        answers = [] if targets else [("l2", L2_HOST, self._l2_answer(resource, item_id, body))]
         uri = self.levels.resources.canonical_uri(resource, item_id) if resource.public else None
         if uri is not None:
-            answers += [("l1", target, self._l1_answer(target, uri, body)) for target in self._l1_targets()]
+            answers += [("l1", target, self._l1_answer(target, uri, body))
+                        for target in targets or self._l1_targets()]
         latest = self._latest_change(resource.table, item_id)
         for level, host, answer in answers:
+            if answer is None and level == "l1":
+                self._retry_later(resource, item_id, host, latest)
             self._judge(resource, item_id, level, host, answer, body, t0, latest)
 
     def _l2_answer(self, resource, item_id, body):

@@ -79,6 +79,9 @@ def test_every_setting_of_env_example_is_settable_or_accounted_for():
         # where they listen, Prometheus, the local stack, the cluster's hosts.
         "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "REDIS_PASSWORD", "POSTGRES_DB", "POSTGRES_USER", "LISTEN_HOST",
         "PORT", "PROMETHEUS_BIND", "STACK_DIR", "MONITORING", "L1_METRICS_BIND", "TCP_HOST", "TCP_TRUST",
+        # The Swarm stack's own (deploy/swarm/stack.yml): the chart's are image.*, *.replicas.
+        "API_IMAGE", "CONFIG_VERSION", "STACK_NAME", "APP_REPLICAS", "L1_REPLICAS", "WORKER_REPLICAS",
+        "STACK_SUBNET",
     }
     assert example - settable - elsewhere == set(), "a new setting: add it to values.schema.json's config"
     assert settable <= settings_names()
