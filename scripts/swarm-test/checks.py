@@ -8,12 +8,20 @@ deployed stack, each printing its figures and exiting 1 when a promise broke.
     checks.py reads ENTRY STOP_FILE MAX_SECONDS
         Reads through the entry, each past L1 to an app, until STOP_FILE
         exists (a rolling update is over): none may fail.
+    checks.py monitor RELAY_METRICS_URL SNAPSHOT [L1_COUNT]
+        The relay's consistency monitor (cache/monitor.py): without
+        L1_COUNT, its counters saved to SNAPSHOT; with it, what it counted
+        since: every L1 and L2 checked, none inconsistent.
 """
 
+import json
 import os
 import sys
 import time
+import urllib.request
 from collections import Counter
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.bounds import L1_BOUND, L1_ITEM_BOUND, L2_BOUND, STALE_IF_ERROR_BOUND
 from tests.support.coherence import Checker
@@ -64,6 +72,31 @@ def reads(entry, stop_file, max_seconds):
     report([f"{failed} of {n} reads failed"] if failed or not n else [])
 
 
+def monitor(metrics_url, snapshot, l1_count=None):
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    counts = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("api_consistency_checks_total", "api_consistency_inconsistent_total"):
+                counts[f"{sample.name} {sample.labels['level']} {sample.labels['host']}"] += sample.value
+    if l1_count is None:
+        with open(snapshot, "w") as out:
+            json.dump(counts, out)
+        return
+    with open(snapshot) as saved:
+        counts.subtract(json.load(saved))
+    checks = {key.split(" ", 1)[1]: n for key, n in counts.items() if key.startswith("api_consistency_checks")}
+    bad = {key.split(" ", 1)[1]: n for key, n in counts.items() if key.startswith("api_consistency_inconsistent")}
+    print(f"consistency monitor meanwhile: checks {checks}, inconsistent {bad}")
+    broken = [f"{where}: {n} inconsistent" for where, n in bad.items() if n]
+    if sum(1 for where, n in checks.items() if where.startswith("l1 ") and n) < int(l1_count):
+        broken.append(f"not every one of the {l1_count} L1s was checked")
+    if not checks.get("l2 redis"):
+        broken.append("L2 was not checked")
+    report(broken)
+
+
 def report(broken):
     for line in broken:
         print(f"BROKEN: {line}")
@@ -71,4 +104,4 @@ def report(broken):
 
 
 if __name__ == "__main__":
-    {"coherence": coherence, "reads": reads}[sys.argv[1]](*sys.argv[2:])
+    {"coherence": coherence, "reads": reads, "monitor": monitor}[sys.argv[1]](*sys.argv[2:])

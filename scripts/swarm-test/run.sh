@@ -215,11 +215,16 @@ log "test_app.sh through the entry ($ENTRY)"
 BASE_URL=$ENTRY ./test_app.sh
 
 log "the coherence checker, 25 s: writers through the entry and SQL, readers through the entry, each L1 and an app"
+RELAY_METRICS=http://$(task_addresses relay):9102/metrics
+python scripts/swarm-test/checks.py monitor "$RELAY_METRICS" "$WORK/monitor.json"
 python scripts/swarm-test/checks.py coherence 25 "$ENTRY" "$DATABASE_URL" "${ways[@]}" &
 checker=$!
 sleep 12
 resources
 wait "$checker"
+sleep 4  # the monitor's checks of the last changes (cache/monitor.py, CHECK_AFTER)
+log "the relay's consistency monitor meanwhile: every L1 and L2 checked, none inconsistent"
+python scripts/swarm-test/checks.py monitor "$RELAY_METRICS" "$WORK/monitor.json" 3
 
 log "an upgrade's first step: migrate again (docker service update), to the end"
 docker service update --force --detach=true "${STACK}_migrate" >/dev/null
