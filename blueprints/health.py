@@ -71,7 +71,7 @@ def _relay(caught_up, database_ok):
 def _consistency():
     """What the relay's consistency monitor last published (cache/monitor.py)."""
     try:
-        published = monitor.status(current_app.config)
+        published = monitor.status(current_app)
     except redis.RedisError as error:
         log.warning("health: consistency unknown: %s", error)
         published = None

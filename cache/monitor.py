@@ -143,7 +143,6 @@ class Monitor:
         self._last_inconsistency = None
         self._stopping = threading.Event()
         self._holding = False
-        self._status_url = cfg.get("QUEUE_REDIS_URL") or cfg["REDIS_URL"]
         self._status = None
 
     @property
@@ -413,7 +412,7 @@ class Monitor:
             "last_inconsistency": self._last_inconsistency,
         }
         if self._status is None:
-            self._status = redis_url.connect(self._status_url, socket_timeout=1, socket_connect_timeout=1)
+            self._status = _state_redis(self.app.config, timeout=1)
         # Outlives a few missed publications only: a dead monitor's figures vanish.
         self._status.set(STATUS_KEY, json.dumps(status), ex=10)
 
@@ -423,12 +422,18 @@ def _short(text, limit=300):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def status(cfg):
-    """What the monitor last published (None: no monitor runs, or it is off)."""
-    client = redis_url.connect(cfg.get("QUEUE_REDIS_URL") or cfg["REDIS_URL"], socket_timeout=0.25,
-                               socket_connect_timeout=0.25)
-    try:
-        raw = client.get(STATUS_KEY)
-    finally:
-        client.close()
+def _state_redis(cfg, timeout):
+    """The Redis that never evicts (Celery's queue's), where the status lives beside the relay's other state."""
+    return redis_url.connect(cfg.get("QUEUE_REDIS_URL") or cfg["REDIS_URL"], socket_timeout=timeout,
+                             socket_connect_timeout=timeout)
+
+
+def status(app):
+    """What the monitor last published (None: no monitor runs, or it is off).
+    One client per app, made at the first call: /health is polled, and a
+    connection per poll would be a connect and a close each time."""
+    client = app.extensions.get("consistency_status")
+    if client is None:
+        client = app.extensions["consistency_status"] = _state_redis(app.config, timeout=0.25)
+    raw = client.get(STATUS_KEY)
     return None if raw is None else json.loads(raw)
