@@ -1,5 +1,5 @@
 # The verbs of the project. PORT=8080 make up for another port than 80.
-.PHONY: up down reset status test test-unit test-app faults compose-test swarm-test chart-test cluster cluster-status cluster-down cluster-test logs bench
+.PHONY: up down reset status test test-unit test-app faults compose-test swarm-test chart-test cluster cluster-status cluster-down cluster-test logs bench profile
 
 up:  ## install what is missing, start the stack, return once it answers
 	scripts/install-deps.sh
@@ -56,3 +56,7 @@ cluster-test:  ## tests/cluster on a cluster of its own: L1 across hosts, the en
 bench:  ## benchmark the cache levels against same-run baselines; writes docs/benchmarks.md
 	WITH_TEST_TOOLS=1 scripts/install-deps.sh
 	.venv/bin/python scripts/bench.py $(ARGS)
+
+profile:  ## where a request's CPU goes, by process and by layer of the app; writes docs/profile.md
+	WITH_TEST_TOOLS=1 scripts/install-deps.sh
+	.venv/bin/python scripts/profile.py $(ARGS)

@@ -39,6 +39,8 @@ epoch it looked up under still holds.
 import logging
 import os
 import secrets
+import socket
+import struct
 import threading
 import time
 
@@ -66,19 +68,27 @@ CAUGHT_UP_SECONDS = 1.0
 # The epoch the data of this Redis belongs to (see above).
 EPOCH = f"{FORMAT}:relay:epoch"
 
-# How long an item is marked as possibly held by L1: longer than any L1
-# entry lives (cache/l1.py, CACHEABLE) plus the slowest request.
-L1_MARK_TTL = 60
+# How long an item stays marked as possibly held by L1 after a read L1 may
+# store: longer than any L1 entry lives (cache/l1.py, CACHEABLE) plus the
+# slowest request.
+L1_MARK_HOLD = 60
+# Such a read renews the mark only when less than L1_MARK_HOLD is left, to
+# L1_MARK_HOLD + L1_MARK_RENEW: a read item's mark is written once in
+# L1_MARK_RENEW seconds, not on every read (each write is also every
+# replica's to apply).
+L1_MARK_RENEW = 30
 
-# KEYS: value, version, L1 mark, caught-up. ARGV: how long to mark the item
-# as held by L1 ('' for not at all). The mark is set before the value is
-# read, so a change the relay applies after this read finds it and has L1
-# fetch the item again.
+# KEYS: value, version, L1 mark, caught-up. ARGV: L1_MARK_HOLD, L1_MARK_RENEW.
+# For a read L1 may store (else a plain MGET does). The mark is renewed
+# before the value is read, so a change the relay applies after this read
+# finds it and has L1 fetch the item again. MGET reads the mark too: with
+# allkeys-lru, a mark read as often as its value is evicted no sooner (PTTL
+# does not count as a use).
 _LOOKUP_ITEM = """
-if ARGV[1] ~= '' then
-  redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
+if redis.call('PTTL', KEYS[3]) < ARGV[1] * 1000 then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[1] + ARGV[2])
 end
-return redis.call('MGET', KEYS[1], KEYS[2], KEYS[4])
+return redis.call('MGET', KEYS[1], KEYS[2], KEYS[4], KEYS[3])
 """
 
 # KEYS: value, version, caught-up. ARGV: version seen before loading ('' if
@@ -167,14 +177,16 @@ class L2:
         self._replica_wait_ms = cfg["CACHE_REPLICA_WAIT_MS"]
         self._local = threading.local()
         self._era = 0  # see client
-        # Scripts run on the caller's connection (client=...); this one, never
-        # connected, only computes their SHA.
+        # redis-py's Script only computes each script's SHA here: they run on
+        # this thread's connection (_script).
         template = redis.Redis()
+        self._lookup_item = template.register_script(_LOOKUP_ITEM)
         self._store_if_unchanged = template.register_script(_STORE_IF_UNCHANGED)
         self._lookup_list = template.register_script(_LOOKUP_LIST)
         self._store_list = template.register_script(_STORE_LIST)
         self._invalidate = template.register_script(_INVALIDATE)
         self._mark_caught_up = template.register_script(_MARK_CAUGHT_UP)
+        self._read_counters = {}  # (resource namespace, status) -> its api_l2_reads_total
         self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
         self.max_value_bytes, self.max_lists = cfg["CACHE_MAX_VALUE_BYTES"], cfg["CACHE_MAX_LISTS"]
@@ -203,8 +215,27 @@ class L2:
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
+            connection = local.client.connection  # connected, and on every reconnect:
+            self._kernel_timeouts(connection)
+            connection.register_connect_callback(self._kernel_timeouts)
             local.key = key
         return local.client
+
+    def _kernel_timeouts(self, connection):
+        """Makes the connection's socket blocking, with the kernel keeping its
+        timeouts (SO_RCVTIMEO, SO_SNDTIMEO). A Python socket with a timeout
+        polls before every send and every receive: a round trip then takes
+        four system calls instead of two, each one releasing the GIL and
+        waiting to take it back. A kernel timeout fails the call all the same
+        (redis-py raises ConnectionError, which L2 fails open on)."""
+        sock = connection._sock  # redis-py keeps it private; tests/app/test_l2.py checks this still holds
+        if sock is None:
+            return
+        seconds, micros = divmod(max(1, round(self._timeout * 1e6)), 1_000_000)  # 0 would mean never
+        limit = struct.pack("ll", seconds, micros)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        sock.settimeout(None)
 
     def reconnect(self):
         """After an error: every thread's next call connects anew (over
@@ -223,13 +254,21 @@ class L2:
         conn.send_command(*args)
         return conn.read_response()
 
+    def _script(self, script, keys, args):
+        """One of the scripts above, by its SHA on this thread's connection; by
+        its text where Redis does not know it yet (restarted, failed over)."""
+        try:
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._call("EVAL", script.script, len(keys), *keys, *args)
+
     def lookup_item(self, keys, l1_mark):
         """(cached value or None, (version, epoch)), or None while the relay is
         not caught up. ``l1_mark``: L1 may store the answer (see _LOOKUP_ITEM)."""
         key, ver_key, l1_key = keys
         if l1_mark:
-            value, version, epoch = self._call("EVAL", _LOOKUP_ITEM, 4, key, ver_key, l1_key, CAUGHT_UP,
-                                               L1_MARK_TTL)
+            value, version, epoch, _ = self._script(self._lookup_item, (key, ver_key, l1_key, CAUGHT_UP),
+                                                    (L1_MARK_HOLD, L1_MARK_RENEW))
         else:
             value, version, epoch = self._call("MGET", key, ver_key, CAUGHT_UP)
         return None if epoch is None else (value, (version, epoch))
@@ -237,23 +276,20 @@ class L2:
     def store_item(self, keys, token, value):
         key, ver_key, _ = keys
         version, epoch = token
-        self._store_if_unchanged(keys=[key, ver_key, CAUGHT_UP], args=[version or b"", value, self.ttl, epoch],
-                                 client=self.client)
+        self._script(self._store_if_unchanged, (key, ver_key, CAUGHT_UP), (version or b"", value, self.ttl, epoch))
 
     def lookup_list(self, resource, query):
         """(cached value or None, generation), or None while the relay is not caught up."""
         prefix, suffix = resource.list_key_parts(query)
-        value, gen, caught_up = self._lookup_list(
-            keys=[resource.generation_key, CAUGHT_UP], args=[prefix, suffix, secrets.randbelow(2**62)],
-            client=self.client,
-        )
+        value, gen, caught_up = self._script(self._lookup_list, (resource.generation_key, CAUGHT_UP),
+                                             (prefix, suffix, secrets.randbelow(2**62)))
         return None if caught_up is None else (value, gen)
 
     def store_list(self, resource, query, gen, value):
         prefix, suffix = resource.list_key_parts(query)
         gen = gen.decode()
-        self._store_list(keys=[f"{prefix}{gen}{suffix}", resource.list_count_key(gen)],
-                         args=[value, self.ttl, self.max_lists], client=self.client)
+        self._script(self._store_list, (f"{prefix}{gen}{suffix}", resource.list_count_key(gen)),
+                     (value, self.ttl, self.max_lists))
 
     def storable(self, value):
         # UTF-8 takes at most 4 bytes a character: most values need no encoding to tell.
@@ -282,7 +318,7 @@ class L2:
             keys += [ver_key, key]
         keys += [resource.generation_key for resource in lists]
         tokens = [secrets.token_hex(8) for _ in items]
-        self._invalidate(keys=keys, args=[len(items), VERSION_TTL, *tokens], client=self.client)
+        self._script(self._invalidate, keys, (len(items), VERSION_TTL, *tokens))
 
     def invalidate_durably(self, items, lists):
         """``invalidate``, then wait until every replica the primary has
@@ -316,8 +352,8 @@ class L2:
         ``database`` (PostgreSQL's system id and timeline). Returns (marked,
         the epoch replaced): not marked when L2 was flushed for a new epoch
         instead, which replaced another (bytes) or none (an empty Redis)."""
-        marked, replaced = self._mark_caught_up(keys=[EPOCH, CAUGHT_UP],
-                                                args=[database, max(1, int(seconds * 1000))], client=self.client)
+        marked, replaced = self._script(self._mark_caught_up, (EPOCH, CAUGHT_UP),
+                                        (database, max(1, int(seconds * 1000))))
         return bool(marked), replaced
 
     def failed(self, action, error):
@@ -333,7 +369,11 @@ class L2:
         or None when L2 may not be read; ``store(token, value)`` keeps a
         loaded value."""
         value, status = self._read_through(lookup, load, store)
-        self._metrics.L2_READS.labels(resource.ns, status.lower()).inc()
+        counter = self._read_counters.get((resource.ns, status))
+        if counter is None:  # labels() takes a lock and builds a key: once per pair
+            counter = self._read_counters[resource.ns, status] = self._metrics.L2_READS.labels(resource.ns,
+                                                                                            status.lower())
+        counter.inc()
         return value, status
 
     def _read_through(self, lookup, load, store):
@@ -353,9 +393,10 @@ class L2:
                 self.failed("store", error)
         return value, MISS
 
-    def item(self, resource, item_id, l1_mark=False):
+    def item(self, resource, item_id, l1_mark=False, load=None):
         """(item JSON or None, L2 status). ``l1_mark``: L1 may store the
-        answer, which the relay must then refresh after a change.
+        answer, which the relay must then refresh after a change. ``load()``
+        reads the item from PostgreSQL (by default ``resource.load``).
 
         Missing items are not cached: a create must become visible at once.
         """
@@ -363,7 +404,7 @@ class L2:
         return self._cache_aside(
             resource,
             lambda: self.lookup_item(keys, l1_mark),
-            lambda: resource.load(item_id),
+            load or (lambda: resource.load(item_id)),
             lambda version, value: self.store_item(keys, version, value),
         )
 

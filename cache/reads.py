@@ -29,16 +29,17 @@ _READS = ("GET", "HEAD")
 _STATUS_LINES = {200: "200 OK", 404: "404 NOT FOUND"}
 
 
-def answer(resource, item_id, missing, request_uri="", refresh_token_sent=""):
-    """(status, headers, body) of a read of one item of ``resource``.
+def answer(levels, resource, item_id, missing, request_uri="", refresh_token_sent="", load=None):
+    """(status, headers, body) of a read of one item of ``resource``, from
+    ``levels`` (the app's ``Levels``).
 
     ``missing``: the 404's message, with ``{}`` for the id. ``request_uri``:
     as the client sent it; L1 may keep the answer only if it is the item's
     canonical URI. ``refresh_token_sent``: the request's l1.REFRESH_HEADER.
+    ``load()``: the item from PostgreSQL (L2.item's).
     """
-    levels = current_app.extensions["cache"]
     canonical = resource.public and request_uri == levels.resources.canonical_uri(resource, item_id)
-    body, l2_status = levels.l2.item(resource, item_id, l1_mark=canonical)
+    body, l2_status = levels.l2.item(resource, item_id, l1_mark=canonical, load=load)
     if body is None:
         # Bytes: compare_digest refuses text that is not ASCII, which any client may send.
         refresh = canonical and hmac.compare_digest(refresh_token_sent.encode("utf-8", "surrogateescape"),
@@ -57,7 +58,7 @@ def item_response(resource, item_id, missing, request):
     """``request``'s read of one item of ``resource`` (``answer``), through Flask."""
     # L1 never stores an authorized answer (nginx/cache.conf): nothing to mark for it.
     uri = "" if "Authorization" in request.headers else l1.request_uri(request.environ)
-    status, headers, body = answer(resource, item_id, missing, request_uri=uri,
+    status, headers, body = answer(current_app.extensions["cache"], resource, item_id, missing, request_uri=uri,
                                    refresh_token_sent=request.headers.get(l1.REFRESH_HEADER, ""))
     return Response(body, status, headers)
 
@@ -75,50 +76,73 @@ def list_response(resource, query, load):
 
 class FastItemReads:
     """WSGI middleware around Flask's own ``wsgi_app``: anonymous reads of
-    the declared item routes answered before Flask."""
+    the declared item routes answered before Flask. Only a read that goes
+    to PostgreSQL enters the app's context (the connection pool's)."""
+
+    # Paths of item reads remembered, and the longest remembered: matching a
+    # path costs more than the rest of a hit's Python outside L2. Bounded, as
+    # clients choose the paths.
+    REMEMBERED_PATHS = 4096
+    REMEMBERED_PATH_LENGTH = 128
 
     def __init__(self, app, wsgi_app, item_views):
         self.app = app
         self.wsgi_app = wsgi_app
         self.item_views = item_views  # endpoint -> (resource, missing, id argument)
+        self.levels = app.extensions["cache"]
         # One adapter for every request: matching reads the map and changes nothing.
-        self.routes = app.extensions["cache"].resources.urls
+        self.routes = self.levels.resources.urls
+        self.item_reads = {}  # path -> (resource, id, missing, route)
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
         if method in _READS and not environ.get("QUERY_STRING") and "HTTP_AUTHORIZATION" not in environ:
-            read = self._item_read(environ)
+            read = self._item_read(environ["PATH_INFO"])
             if read is not None:
+                resource, item_id, missing, route = read
+                request_log.note_route(environ, route)
                 try:
-                    with self.app.app_context():
-                        status, headers, body = answer(
-                            *read, request_uri=l1.request_uri(environ),
-                            refresh_token_sent=environ.get(l1.REFRESH_ENVIRON, ""),
-                        )
+                    status, headers, body = answer(
+                        self.levels, resource, item_id, missing, request_uri=l1.request_uri(environ),
+                        refresh_token_sent=environ.get(l1.REFRESH_ENVIRON, ""),
+                        load=lambda: self._load(resource, item_id),
+                    )
                 except (db.PoolTimeout, psycopg2.Error):
                     return self.wsgi_app(environ, start_response)  # Flask's error handlers answer
                 start_response(_STATUS_LINES[status], headers)
                 return [] if method == "HEAD" else [body]
         return self.wsgi_app(environ, start_response)
 
-    def _item_read(self, environ):
-        """(resource, id, missing) if the path is a declared item route."""
+    def _load(self, resource, item_id):
+        with self.app.app_context():  # the pool's; the connection goes back to it as the context ends
+            return resource.load(item_id)
+
+    def _item_read(self, path):
+        """(resource, id, missing, route) if ``path`` is a declared item route."""
+        read = self.item_reads.get(path)
+        if read is None:
+            read = self._match(path)
+            if read is not None and len(path) <= self.REMEMBERED_PATH_LENGTH:
+                if len(self.item_reads) >= self.REMEMBERED_PATHS:
+                    self.item_reads.clear()
+                self.item_reads[path] = read
+        return read
+
+    def _match(self, path):
         try:
-            rule, args = self.routes.match(environ["PATH_INFO"], method="GET", return_rule=True)
+            rule, args = self.routes.match(path, method="GET", return_rule=True)
         except HTTPException:  # no such route (or a redirect): Flask answers
             return None
         view = self.item_views.get(rule.endpoint)
         if view is None:
             return None
-        request_log.note_route(environ, rule.rule)
         resource, missing, id_arg = view
-        return resource, args[id_arg], missing
+        return resource, args[id_arg], missing, rule.rule
 
 
 def init_app(app):
     """After the blueprints: check the item views against the routes, and
-    answer anonymous item reads before Flask while L2 is on (with
-    CACHE_ENABLED=false Flask answers everything)."""
+    answer anonymous item reads before Flask (with L2 off too:
+    CACHE_ENABLED=false, each from PostgreSQL)."""
     item_views = app.extensions["cache"].resources.bind_routes(app.url_map)
-    if app.extensions["cache"].l2.enabled:
-        app.wsgi_app = FastItemReads(app, app.wsgi_app, item_views)
+    app.wsgi_app = FastItemReads(app, app.wsgi_app, item_views)

@@ -66,6 +66,8 @@ class Registry:
         self.item_views = {}  # endpoint -> (resource, missing): views declared with item_of
         self._item_routes = {}  # Resource -> (endpoint, argument): the canonical URI's route
         self.urls = None  # the URL map, bound once the blueprints are registered
+        # Building a URI costs a cached hit as much as the rest of its routing: each item's, once.
+        self.canonical_uri = functools.lru_cache(maxsize=4096)(self._canonical_uri)
 
     def declare(self, resource):
         self.by_table.setdefault(resource.table, []).append(resource)
@@ -92,7 +94,7 @@ class Registry:
     def has_item_route(self, resource):
         return resource in self._item_routes
 
-    def canonical_uri(self, resource, item_id):
+    def _canonical_uri(self, resource, item_id):
         """The one URI under which L1 keeps an item of ``resource``, or None."""
         route = self._item_routes.get(resource)
         if route is None:

@@ -305,6 +305,10 @@ start_nginx() {
     fi
     # A socket left by an nginx that was killed would refuse the bind.
     rm -f "$dir/refresh.sock"
+    # nginx listens with reuseport, which would let it share a port another
+    # stack's nginx holds instead of failing: asked first.
+    ! (exec 3<>"/dev/tcp/$LISTEN_HOST/$PORT") 2>/dev/null ||
+        die "port $PORT is taken on $LISTEN_HOST (PORT=8080 make up for another)"
     nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -t
     nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
         die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"

@@ -121,6 +121,8 @@ if [ "$WHAT" = all ]; then
     fi
     echo "== scripts/bench.py --quick (keeps the benchmark working; its figures mean nothing)"
     .venv/bin/python scripts/bench.py --quick | grep -E '^\| (L1 hit|L2 hit|miss|mixed) '
+    echo "== scripts/profile.py --quick (keeps the profile working; its figures mean nothing)"
+    .venv/bin/python scripts/profile.py --quick | grep -E '^\| (L2 hit, item|fast path|\*\*user) '
     stop_stack
 fi
 

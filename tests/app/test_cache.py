@@ -1,6 +1,8 @@
 """L2: cache-aside in Redis, invalidated after every write, and never a reason to fail."""
 
 import os
+import socket
+import struct
 import threading
 import time
 
@@ -261,8 +263,11 @@ def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
     silent = SilentRedis()
     try:
         client = make_app(REDIS_URL=silent.url, CACHE_TIMEOUT=0.2, CACHE_RETRY_AFTER=UNPROMISED_WAIT).test_client()
+        started = time.monotonic()
         first = client.get("/users/1")
+        waited = time.monotonic() - started
         assert (first.status_code, l2(first)) == (200, "DOWN")
+        assert 0.2 <= waited < UNPROMISED_WAIT, waited  # the timeout held, as the kernel's (see below)
         tried = eventually(lambda: list(silent.connections), lambda seen: seen and all(c["given_up"] for c in seen),
                            seconds=UNPROMISED_WAIT).value
         assert len(tried) == 1 and tried[0]["bytes"] > 0, tried
@@ -270,6 +275,28 @@ def test_a_redis_that_never_answers_costs_one_short_timeout(make_app):
         assert silent.connections == tried, "a read within CACHE_RETRY_AFTER went to Redis"
     finally:
         silent.close()
+
+
+def test_the_cache_waits_for_redis_in_the_kernel_with_the_configured_timeout(make_app):
+    """Its sockets block, with SO_RCVTIMEO and SO_SNDTIMEO set to
+    CACHE_TIMEOUT (cache/l2.py: no poll before each send and receive), on
+    the first connection and on a reconnect of the same client."""
+    app = make_app(CACHE_TIMEOUT=0.35)
+    cache = app.extensions["cache"].l2
+
+    def timeouts(sock):
+        """Python's timeout, and the kernel's two (rounded up to its clock's tick)."""
+        limits = [struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("ll")))
+                  for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO)]
+        return sock.gettimeout(), [seconds + micros / 1e6 for seconds, micros in limits]
+
+    connection = cache.client.connection
+    for reconnected in (False, True):
+        if reconnected:
+            connection.disconnect()
+            assert cache.client.execute_command("PING")
+        python, kernel = timeouts(connection._sock)
+        assert python is None and all(0.35 <= limit < 0.36 for limit in kernel), (python, kernel)
 
 
 def test_writes_invalidate_with_no_key_scans(client, test_redis_url):

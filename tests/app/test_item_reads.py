@@ -9,7 +9,7 @@ import redis
 from werkzeug.test import Client
 
 from blueprints.users import USERS
-from cache import reads
+from cache import l2, reads
 
 
 @pytest.fixture
@@ -79,6 +79,20 @@ def test_answers_are_the_views_own_bytes_and_headers(app, client, layer, flask_c
         assert first.get_data() == b""
 
 
+def test_with_l2_off_the_layer_answers_each_read_from_postgresql_as_the_view_does(make_app, monkeypatch):
+    app = make_app(CACHE_ENABLED=False)
+    layer = app.wsgi_app
+    while not isinstance(layer, reads.FastItemReads):
+        layer = getattr(layer, "wsgi_app", None) or layer.app
+    through_flask = {path: answer(Client(layer.wsgi_app).get(path)) for path in ("/users/1", "/users/404")}
+    calls = record_calls(monkeypatch, layer, "wsgi_app", lambda environ, start_response: environ["PATH_INFO"])
+    client = app.test_client()
+    for path, expected in through_flask.items():
+        assert answer(client.get(path)) == answer(client.get(path)) == expected, path
+        assert client.get(path).headers["X-Cache-L2"] == "OFF"
+    assert calls == []
+
+
 def test_a_miss_is_looked_up_once_and_loaded_once(client, flask_calls, lookups, monkeypatch):
     loads = record_calls(monkeypatch, USERS, "load", lambda user_id: user_id)
     first = client.get("/users/1")
@@ -97,6 +111,23 @@ def test_l1_may_keep_an_item_under_its_canonical_uri_only(app, client, test_redi
     read = client.get("/users/1")
     assert read.headers["Cache-Control"].startswith("s-maxage=4, stale-while-revalidate=1")
     assert marks.get("v1:users:item:1:l1") == b"1"
+
+
+def test_a_read_l1_may_keep_leaves_the_mark_at_least_its_hold_and_writes_it_only_to_renew_it(client, test_redis_url):
+    marks, mark = redis.Redis.from_url(test_redis_url), "v1:users:item:1:l1"
+    client.get("/users/1")
+    full = l2.L1_MARK_HOLD + l2.L1_MARK_RENEW
+    assert full - 2 < marks.ttl(mark) <= full
+    marks.expire(mark, l2.L1_MARK_HOLD + 5)  # as if written a while ago: still left past the hold
+    client.get("/users/1")
+    assert marks.ttl(mark) <= l2.L1_MARK_HOLD + 5  # not written again
+    for left in (l2.L1_MARK_HOLD - 1, None):  # under the hold, or gone (evicted, flushed): renewed
+        if left:
+            marks.expire(mark, left)
+        else:
+            marks.delete(mark)
+        client.get("/users/1")
+        assert full - 2 < marks.ttl(mark) <= full
 
 
 def test_a_404_is_kept_only_when_the_relay_refreshes_a_deleted_item(app, client):

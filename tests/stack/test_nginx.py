@@ -1,11 +1,15 @@
 """L1: the stack's nginx in front of gunicorn, reached over HTTP at BASE_URL."""
 
+import os
 import re
+import subprocess
 import time
+import urllib.parse
 import uuid
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.accounts import signed_up
 from tests.support.bounds import L1_BOUND, L1_ITEM_BOUND, UNPROMISED_WAIT
 from tests.support.http import FRESH
@@ -170,3 +174,18 @@ def test_security_headers_are_set_by_nginx_on_every_answer(send, path):
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_another_stack_is_refused_the_port_this_one_listens_on(base_url, tmp_path):
+    """nginx listens with reuseport (nginx/local.conf.template), which would
+    let a second nginx share the port: scripts/stack.sh asks first."""
+    address = urllib.parse.urlsplit(base_url)
+    (tmp_path / "stack.env").write_text("")  # a stack of its own, whose nginx is all that would start
+    env = {**os.environ, "STACK_DIR": str(tmp_path), "LISTEN_HOST": address.hostname, "PORT": str(address.port)}
+    try:
+        run = subprocess.run([ROOT / "scripts" / "stack.sh", "start", "nginx"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode != 0 and f"port {address.port} is taken" in run.stderr, run.stderr
+        assert not (tmp_path / "nginx" / "nginx.pid").exists()
+    finally:
+        subprocess.run([ROOT / "scripts" / "stack.sh", "stop", "nginx"], env=env, capture_output=True, timeout=60)
