@@ -228,7 +228,7 @@ class L2:
         four system calls instead of two, each one releasing the GIL and
         waiting to take it back. A kernel timeout fails the call all the same
         (redis-py raises ConnectionError, which L2 fails open on)."""
-        sock = connection._sock  # redis-py keeps it private; tests/app/test_l2.py checks this still holds
+        sock = connection._sock  # redis-py keeps it private: tests/app/test_cache.py checks this still holds
         if sock is None:
             return
         seconds, micros = divmod(max(1, round(self._timeout * 1e6)), 1_000_000)  # 0 would mean never

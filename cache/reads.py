@@ -80,8 +80,8 @@ class FastItemReads:
     to PostgreSQL enters the app's context (the connection pool's)."""
 
     # Paths of item reads remembered, and the longest remembered: matching a
-    # path costs more than the rest of a hit's Python outside L2. Bounded, as
-    # clients choose the paths.
+    # path is a large share of a hit's Python (docs/performance.md). Bounded,
+    # as clients choose the paths.
     REMEMBERED_PATHS = 4096
     REMEMBERED_PATH_LENGTH = 128
 

@@ -246,7 +246,17 @@ class BenchStack:
         stack_sh = ROOT / "scripts" / "stack.sh"
         subprocess.run([stack_sh, "stop", "relay"], env=self.env, check=True, capture_output=True)
         subprocess.run([stack_sh, "start", "relay"], env={**self.env, **env}, check=True, capture_output=True)
-        time.sleep(1)  # caught up, and L2 read again
+        # L2 is read again once the new relay has caught up: until then a
+        # measurement would count reads from PostgreSQL.
+        deadline = time.monotonic() + 30
+        while self.l2_status("/bench/l1off/users/1") != "HIT":
+            if time.monotonic() > deadline:
+                raise RuntimeError("L2 was not read again within 30 s of the relay's restart")
+            time.sleep(0.1)
+
+    def l2_status(self, path):
+        with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
+            return response.headers["X-Cache-L2"]
 
     def reload_nginx(self):
         """nginx with the stack's current extra files, once its new workers answer."""

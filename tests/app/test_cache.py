@@ -299,6 +299,18 @@ def test_the_cache_waits_for_redis_in_the_kernel_with_the_configured_timeout(mak
         assert python is None and all(0.35 <= limit < 0.36 for limit in kernel), (python, kernel)
 
 
+def test_a_redis_that_forgot_the_scripts_is_taught_them_again(app, client, test_redis_url, session_relay):
+    """Scripts run by their SHA (cache/l2.py), which a restarted or
+    promoted Redis does not know: the cache sends their text then."""
+    client.get("/users/1")
+    redis.Redis.from_url(test_redis_url).script_flush()
+    assert l2(client.get("/users/1")) == "HIT"  # the lookup's script
+    client.put("/users/1", json={"name": "Alice again"})  # the invalidation's
+    redis.Redis.from_url(test_redis_url).script_flush()
+    assert (l2(read := client.get("/users/1")), read.get_json()["name"]) == ("MISS", "Alice again")  # the store's
+    assert l2(client.get("/users/1")) == "HIT"
+
+
 def test_writes_invalidate_with_no_key_scans(client, test_redis_url):
     """Invalidation touches known keys only: no KEYS or SCAN on a request path."""
 
