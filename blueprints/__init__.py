@@ -64,8 +64,7 @@ class Blueprint(DeclaringBlueprint, flask_smorest.Blueprint):
 
     def arguments(self, schema, *args, **kwargs):
         """flask-smorest's, given one instance of ``schema``: webargs builds a
-        new instance from a class on every request, a large share of a cached
-        list read's time (docs/performance.md)."""
+        new instance from a class on every request (docs/performance.md)."""
         return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
 
     def errors(self, *codes):

@@ -232,10 +232,13 @@ class L2:
         if sock is None:
             return
         seconds, micros = divmod(max(1, round(self._timeout * 1e6)), 1_000_000)  # 0 would mean never
-        limit = struct.pack("ll", seconds, micros)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-        sock.settimeout(None)
+        limit = struct.pack("ll", seconds, micros)  # Linux's struct timeval
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+            sock.settimeout(None)
+        except OSError as error:  # as any failure to connect: L2 fails open on it
+            raise redis.ConnectionError(f"cannot set the socket's timeouts: {error}") from error
 
     def reconnect(self):
         """After an error: every thread's next call connects anew (over

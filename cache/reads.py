@@ -79,9 +79,8 @@ class FastItemReads:
     the declared item routes answered before Flask. Only a read that goes
     to PostgreSQL enters the app's context (the connection pool's)."""
 
-    # Paths of item reads remembered, and the longest remembered: matching a
-    # path is a large share of a hit's Python (docs/performance.md). Bounded,
-    # as clients choose the paths.
+    # Paths of item reads remembered, and the longest remembered (matching a
+    # path each time: docs/performance.md). Bounded, as clients choose the paths.
     REMEMBERED_PATHS = 4096
     REMEMBERED_PATH_LENGTH = 128
 

@@ -66,7 +66,7 @@ class Registry:
         self.item_views = {}  # endpoint -> (resource, missing): views declared with item_of
         self._item_routes = {}  # Resource -> (endpoint, argument): the canonical URI's route
         self.urls = None  # the URL map, bound once the blueprints are registered
-        # Building a URI is a large share of a cached hit's routing: each item's, once (up to 4096).
+        # Built once per item (up to 4096), not on every read (docs/performance.md).
         self.canonical_uri = functools.lru_cache(maxsize=4096)(self._canonical_uri)
 
     def declare(self, resource):

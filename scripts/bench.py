@@ -45,6 +45,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listeners_on(port):
+    """How many TCP sockets listen on ``port``, at any address (proc(5): state 0A)."""
+    suffix = f":{port:04X}"
+    return sum(1 for table in ("/proc/net/tcp", "/proc/net/tcp6")
+               for fields in (line.split() for line in Path(table).read_text().splitlines()[1:])
+               if fields[1].endswith(suffix) and fields[3] == "0A")
+
+
 def cpu_seconds(pid):
     """The CPU time a process has used so far (proc(5): utime and stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -177,6 +185,10 @@ class BenchStack:
         subprocess.run(["nginx", "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")],
                        check=True)
         self.static_pidfile = directory / "nginx.pid"
+        # A socket per worker (worker_processes auto): any more is another
+        # process sharing the port through reuseport, and some of its load.
+        if listeners_on(self.static_port) > os.cpu_count():
+            raise RuntimeError(f"port {self.static_port} is shared with another process")
 
     def _nginx_baselines(self, growth_sizes):
         bench = self.dir / "bench"
@@ -339,21 +351,26 @@ class Runner:
             conf.unlink()
             self.stack.reload_nginx()
 
-    def paired(self, subject, baseline, rounds=2):
+    def paired(self, subject, baseline, rounds=2, turns=1):
         """Alternate baseline and subject so both see the same machine: the mean
         of each, and each round's req/s ratio (the row's ratio is their median,
-        so one round the machine spent elsewhere does not decide it). Every
-        other round measures the subject first, so neither always follows
-        the other's load."""
-        subjects, baselines = [], []
+        so one round the machine spent elsewhere does not decide it). A round
+        is ``turns`` measurements of each, alternating, and its ratio that of
+        their sums: a change of the machine's pace within the round weighs on
+        both alike. Every other turn measures the subject first, so neither
+        always follows the other's load."""
+        subjects, baselines, ratios = [], [], []
         for number in range(rounds):
-            if number % 2:
-                subjects.append(subject())
-                baselines.append(baseline())
-            else:
-                baselines.append(baseline())
-                subjects.append(subject())
-        ratios = [s["rps"] / b["rps"] for s, b in zip(subjects, baselines)]
+            mine, theirs = [], []
+            for turn in range(turns):
+                pair = [(subject, mine), (baseline, theirs)]
+                if (number + turn) % 2 == 0:
+                    pair.reverse()
+                for measure, results in pair:
+                    results.append(measure())
+            subjects += mine
+            baselines += theirs
+            ratios.append(sum(r["rps"] for r in mine) / sum(r["rps"] for r in theirs))
         return mean_of(subjects), mean_of(baselines), ratios
 
 
@@ -423,9 +440,10 @@ FIRST_UNREAD_ID = 10_000
 
 def cache_rows(runner, quick):
     rounds = 1 if quick else 7
-    # The Python tier's rounds run twice as long as the rest: each averages
-    # more of a small machine's noise, and the rows judge their spread.
-    seconds = None if quick else 2 * runner.seconds
+    # The Python tier's rounds run twice as long as the rest, in turns of a
+    # quarter of that: each averages more of a small machine's noise, and
+    # those rows judge their spread.
+    turns, seconds = (1, None) if quick else (4, runner.seconds // 2)
     static = lambda: runner.wrk("/users/1", base=f"http://127.0.0.1:{runner.stack.static_port}")  # noqa: E731
 
     def get(path):
@@ -446,14 +464,14 @@ def cache_rows(runner, quick):
     rows.append(row("L1 hit", "GET /users/1 through nginx, cache warm", l1, base, 0.85,
                     "≥ 0.85 × a plain nginx serving the bytes from a file", ratios=ratios))
     spread = f"rounds within ±{SPREAD:.0%} of the median"
-    l2, base, ratios = runner.paired(get("/bench/l1off/users/1"), get("/bench/bare/users/1"), rounds)
+    l2, base, ratios = runner.paired(get("/bench/l1off/users/1"), get("/bench/bare/users/1"), rounds, turns)
     rows.append(row("L2 hit", "the same, L1 off, Redis warm", l2, base, 0.8,
                     f"≥ 0.8 × bare Flask, {spread}, p50 ≤ 2 × bare Flask's", ratios=ratios, spread=SPREAD,
                     p50_within=2))
-    miss, base, ratios = runner.paired(get("/bench/nocache/users/1"), get("/bench/bare/users/1"), rounds)
+    miss, base, ratios = runner.paired(get("/bench/nocache/users/1"), get("/bench/bare/users/1"), rounds, turns)
     rows.append(row("miss", "the same, L1 and L2 off: a PostgreSQL read by primary key", miss, base, 0.55,
                     f"≥ 0.55 × bare Flask, {spread}", ratios=ratios, spread=SPREAD))
-    cold, base, ratios = runner.paired(l2_miss, get("/bench/bare/users/1"), rounds)
+    cold, base, ratios = runner.paired(l2_miss, get("/bench/bare/users/1"), rounds, turns)
     rows.append(row("L2 miss", "GET /users/<id>, L1 off, each id read once: L2's lookup, PostgreSQL, L2's store",
                     cold, base, target_text="none: reported", ratios=ratios))
     for level, path in (("L2", "/bench/l1off/users"), ("miss", "/bench/nocache/users")):
@@ -710,7 +728,8 @@ def markdown(rows, memory, tuning, meta):
     lines += ["", "A ratio with a range is the median of seven rounds (five for the list, metrics, monitor and write PUT",
               "rows), each the subject's req/s over its baseline's measured just before or after it (alternately);",
               "the range of the rounds and their farthest distance from the median follow in brackets. The rounds of",
-              "the Python tier's item rows (L2 hit, miss, L2 miss) last twice as long as the others'. Growth ratios compare",
+              "the Python tier's item rows (L2 hit, miss, L2 miss) last twice as long as the others', in four turns",
+              "of each, alternating, the round's ratio that of their sums. Growth ratios compare",
               "p50 latency (lower is better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + ".",

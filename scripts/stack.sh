@@ -282,6 +282,11 @@ stop_monitoring() {
     stop_pidfile mtail "$STACK_DIR/monitoring/mtail.pid"
 }
 
+listeners_on() {  # PORT: how many TCP sockets listen on it, at any address (proc(5): state 0A)
+    awk -v port="$(printf ':%04X' "$1")" 'substr($2, length($2) - 4) == port && $4 == "0A"' \
+        /proc/net/tcp /proc/net/tcp6 | wc -l
+}
+
 start_nginx() {
     local dir=$STACK_DIR/nginx
     mkdir -p "$dir/tmp" "$dir/cache" "$dir/extra"
@@ -306,12 +311,19 @@ start_nginx() {
     # A socket left by an nginx that was killed would refuse the bind.
     rm -f "$dir/refresh.sock"
     # nginx listens with reuseport, which would let it share a port another
-    # stack's nginx holds instead of failing: asked first.
-    ! (exec 3<>"/dev/tcp/$LISTEN_HOST/$PORT") 2>/dev/null ||
+    # nginx holds (the kernel giving each a share of the clients) instead of
+    # failing: asked before, and counted after in case one came in between.
+    ! timeout 2 bash -c "exec 3<>/dev/tcp/$LISTEN_HOST/$PORT" 2>/dev/null ||
         die "port $PORT is taken on $LISTEN_HOST (PORT=8080 make up for another)"
     nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -t
     nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
         die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"
+    local workers
+    workers=$(pgrep -P "$(cat "$dir/nginx.pid")" -f 'worker process$' | wc -l)
+    if [ "$(listeners_on "$PORT")" -gt "$workers" ]; then
+        nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -s stop
+        die "port $PORT is shared with another process: nginx stopped (PORT=8080 make up for another)"
+    fi
     wait_for 10 nginx curl -fsS "http://$LISTEN_HOST:$PORT/health"
     log "nginx: started on $LISTEN_HOST:$PORT"
 }

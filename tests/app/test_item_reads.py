@@ -113,6 +113,15 @@ def test_l1_may_keep_an_item_under_its_canonical_uri_only(app, client, test_redi
     assert marks.get("v1:users:item:1:l1") == b"1"
 
 
+def test_the_paths_the_layer_remembers_are_bounded_whatever_clients_send(layer):
+    for user_id in range(layer.REMEMBERED_PATHS + 1000):
+        assert layer._item_read(f"/users/{user_id}")[1] == user_id
+        assert len(layer.item_reads) <= layer.REMEMBERED_PATHS
+    long_path = "/users/" + "0" * layer.REMEMBERED_PATH_LENGTH + "7"
+    assert layer._item_read(long_path)[1] == 7 and long_path not in layer.item_reads
+    assert layer._item_read("/no/such/route") is None and "/no/such/route" not in layer.item_reads
+
+
 def test_a_read_l1_may_keep_leaves_the_mark_at_least_its_hold_and_writes_it_only_to_renew_it(client, test_redis_url):
     marks, mark = redis.Redis.from_url(test_redis_url), "v1:users:item:1:l1"
     client.get("/users/1")

@@ -25,7 +25,8 @@ def test_a_route_label_is_its_template_without_converter_arguments(rule, label):
     {"REQUEST_METHOD": 'G"ET\\', "PATH_INFO": "/é\u2028\x01\x7f/ünï", "HTTP_X_REQUEST_ID": "\xff\x00"},
 ])
 @pytest.mark.parametrize("seconds", [0.0, 0.0012345, 12.5, 1e-7])
-def test_the_request_line_is_the_json_every_other_line_is(environ, seconds, capsys):
+def test_the_request_line_is_the_json_every_other_line_is(environ, seconds, capsys, monkeypatch):
+    monkeypatch.setattr(request_log, "_utc_now", lambda: "2026-12-06T10:00:00Z")  # one second for both lines
     request_log.RequestLog._write(environ, 404, seconds)
     written = capsys.readouterr().out
     assert written.endswith("\n") and written.count("\n") == 1
