@@ -318,13 +318,14 @@ start_nginx() {
     nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -t
     nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
         die "nginx could not start: is port $PORT taken? (PORT=8080 make up for another)"
+    wait_for 10 nginx curl -fsS "http://$LISTEN_HOST:$PORT/health"
+    # A worker answered, so the master has forked them all: each has one socket.
     local workers
     workers=$(pgrep -P "$(cat "$dir/nginx.pid")" -f 'worker process$' | wc -l)
     if [ "$(listeners_on "$PORT")" -gt "$workers" ]; then
         nginx -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -s stop
         die "port $PORT is shared with another process: nginx stopped (PORT=8080 make up for another)"
     fi
-    wait_for 10 nginx curl -fsS "http://$LISTEN_HOST:$PORT/health"
     log "nginx: started on $LISTEN_HOST:$PORT"
 }
 
