@@ -186,7 +186,6 @@ class L2:
         self._store_list = template.register_script(_STORE_LIST)
         self._invalidate = template.register_script(_INVALIDATE)
         self._mark_caught_up = template.register_script(_MARK_CAUGHT_UP)
-        self._read_counters = {}  # (resource namespace, status) -> its api_l2_reads_total
         self.enabled = cfg["CACHE_ENABLED"]
         self.ttl = cfg["CACHE_TTL"]
         self.max_value_bytes, self.max_lists = cfg["CACHE_MAX_VALUE_BYTES"], cfg["CACHE_MAX_LISTS"]
@@ -372,11 +371,7 @@ class L2:
         or None when L2 may not be read; ``store(token, value)`` keeps a
         loaded value."""
         value, status = self._read_through(lookup, load, store)
-        counter = self._read_counters.get((resource.ns, status))
-        if counter is None:  # labels() takes a lock and builds a key: once per pair
-            counter = self._read_counters[resource.ns, status] = self._metrics.L2_READS.labels(resource.ns,
-                                                                                            status.lower())
-        counter.inc()
+        self._metrics.L2_READS.labels(resource.ns, status.lower()).inc()
         return value, status
 
     def _read_through(self, lookup, load, store):

@@ -107,10 +107,33 @@ class _Nothing:
 OFF = Metrics(_Nothing, _Nothing, _Nothing)
 
 
+class _Children:
+    """A labelled metric whose ``labels()`` makes each child once: prometheus-
+    client's takes a lock and builds a key on every call, a cost on every
+    request (docs/performance.md). It keeps a child per label values anyway."""
+
+    def __init__(self, metric):
+        self._metric, self._children = metric, {}
+
+    def labels(self, *values):
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+def _remembering(kind):
+    """``kind``, its labelled metrics as ``_Children``."""
+    def make(name, documentation, labelnames=(), **kwargs):
+        metric = kind(name, documentation, labelnames, **kwargs)
+        return _Children(metric) if labelnames else metric
+    return make
+
+
 @functools.cache
 def recording():
     """This process's recording metrics, registered on first use."""
-    return Metrics()
+    return Metrics(_remembering(Counter), _remembering(Gauge), _remembering(Histogram))
 
 
 def init_app(app):

@@ -90,7 +90,6 @@ class RequestLog:
 
     def __init__(self, wsgi_app, metrics):
         self.wsgi_app, self.metrics = wsgi_app, metrics
-        self.samples = {}  # (method, route, status) -> its histogram's observe: labels() once per triple
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -103,12 +102,8 @@ class RequestLog:
         body = self.wsgi_app(environ, capture_status)
         seconds, status = time.perf_counter() - started, statuses[-1][:3] if statuses else "500"
         method = environ.get("REQUEST_METHOD")
-        sample = (method if method in _METHODS else "OTHER", environ.get(ROUTE_KEY, "unmatched"), status)
-        observe = self.samples.get(sample)
-        if observe is None:
-            observe = self.samples[sample] = self.metrics.REQUESTS.labels(
-                sample[0], route_label(sample[1]), status).observe
-        observe(seconds)
+        route = route_label(environ.get(ROUTE_KEY, "unmatched"))
+        self.metrics.REQUESTS.labels(method if method in _METHODS else "OTHER", route, status).observe(seconds)
         if log.isEnabledFor(logging.INFO):
             self._write(environ, int(status), seconds)
         return body

@@ -53,10 +53,27 @@ def listeners_on(port):
                if fields[1].endswith(suffix) and fields[3] == "0A")
 
 
+def children(pid):
+    """The pids of a process's children."""
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
+def cpu_times(pids):
+    """(user, system) CPU seconds the processes have used so far (proc(5): utime, stime); gone ones count 0."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
 def cpu_seconds(pid):
-    """The CPU time a process has used so far (proc(5): utime and stime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The CPU time a process has used so far."""
+    return sum(cpu_times([pid]))
 
 
 def busy_cpu_seconds():
@@ -290,10 +307,8 @@ class BenchStack:
 
     def peak_rss_mb(self, pidfile):
         """Peak resident memory (VmHWM) of each child of the process in pidfile."""
-        parent = (self.dir / pidfile).read_text().strip()
-        children = subprocess.run(["pgrep", "-P", parent], capture_output=True, text=True).stdout.split()
         peaks = []
-        for pid in children:
+        for pid in children((self.dir / pidfile).read_text().strip()):
             status = Path(f"/proc/{pid}/status").read_text()
             peaks.append(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024)
         return peaks
@@ -438,6 +453,18 @@ SPREAD = 0.15
 FIRST_UNREAD_ID = 10_000
 
 
+class Walk:
+    """Reads of ``prefix``<id> for ids no earlier call read (scripts/bench/walk.lua): each a first read."""
+
+    def __init__(self, runner, prefix, first):
+        self.runner, self.prefix, self.next = runner, prefix, first
+
+    def __call__(self, seconds=None):
+        result = self.runner.wrk("", script="walk.lua", seconds=seconds, PREFIX=self.prefix, FIRST=str(self.next))
+        self.next += result["requests"] + 1000  # and past any wrk sent but did not count
+        return result
+
+
 def cache_rows(runner, quick):
     rounds = 1 if quick else 7
     # The Python tier's rounds run twice as long as the rest, in turns of a
@@ -449,13 +476,7 @@ def cache_rows(runner, quick):
     def get(path):
         return lambda: runner.wrk(path, seconds=seconds)
 
-    first = [FIRST_UNREAD_ID]
-
-    def l2_miss():
-        result = runner.wrk("", script="walk.lua", seconds=seconds, PREFIX="/bench/l1off/users/", FIRST=str(first[0]))
-        first[0] += result["requests"] + 1000  # every round reads ids no round read before
-        return result
-
+    walk = Walk(runner, "/bench/l1off/users/", FIRST_UNREAD_ID)
     for path in ("/users/1", "/users", "/bench/bare/users/1", "/bench/barelist/users", "/bench/nocache/users/1",
                  "/bench/l1off/users/1", "/bench/l1off/users", "/bench/nocache/users"):
         runner.wrk(path, seconds=1)  # warm L1, L2 and every process before the first round
@@ -471,7 +492,7 @@ def cache_rows(runner, quick):
     miss, base, ratios = runner.paired(get("/bench/nocache/users/1"), get("/bench/bare/users/1"), rounds, turns)
     rows.append(row("miss", "the same, L1 and L2 off: a PostgreSQL read by primary key", miss, base, 0.55,
                     f"≥ 0.55 × bare Flask, {spread}", ratios=ratios, spread=SPREAD))
-    cold, base, ratios = runner.paired(l2_miss, get("/bench/bare/users/1"), rounds, turns)
+    cold, base, ratios = runner.paired(lambda: walk(seconds), get("/bench/bare/users/1"), rounds, turns)
     rows.append(row("L2 miss", "GET /users/<id>, L1 off, each id read once: L2's lookup, PostgreSQL, L2's store",
                     cold, base, target_text="none: reported", ratios=ratios))
     for level, path in (("L2", "/bench/l1off/users"), ("miss", "/bench/nocache/users")):

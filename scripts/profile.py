@@ -30,6 +30,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402 (this directory's bench.py)
+from bench import children, cpu_times  # noqa: E402
 
 ROOT = bench.ROOT
 # (layer, a piece of a frame's file path). A sample is the innermost frame of
@@ -72,33 +73,18 @@ def layer_of(stack):
     return "other"
 
 
-def children(pid):
-    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-
-
-def cpu_times(pids):
-    """(user, system) CPU seconds the processes have used so far (proc(5))."""
-    user = system = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        user, system = user + int(fields[11]), system + int(fields[12])
-    tick = os.sysconf("SC_CLK_TCK")
-    return user / tick, system / tick
-
-
 class Scenario:
-    def __init__(self, name, path, workers, **wrk_env):
-        self.name, self.path, self.workers, self.wrk_env = name, path, workers, wrk_env
+    """A path to profile: ``read(seconds)`` drives it with wrk; ``workers()``, the gunicorn workers answering it."""
+
+    def __init__(self, name, read, workers):
+        self.name, self.read, self.workers = name, read, workers
 
 
-def measure(runner, stack, scenario, seconds, groups, cache):
+def measure(scenario, seconds, groups, cache):
     """Window 1: CPU per request of each group, Redis commands per request."""
     before = {name: cpu_times(pids()) for name, pids in groups.items()}
     commands = cache.info("commandstats")
-    result = runner.wrk(scenario.path, seconds=seconds, **scenario.wrk_env)
+    result = scenario.read(seconds)
     after = {name: cpu_times(pids()) for name, pids in groups.items()}
     requests = result["requests"]
     per_request = {name: tuple((a - b) * 1e6 / requests for a, b in zip(after[name], before[name])) for name in groups}
@@ -108,7 +94,7 @@ def measure(runner, stack, scenario, seconds, groups, cache):
     return result, per_request, {c: n for c, n in calls.items() if n >= 0.01}
 
 
-def sample(runner, scenario, seconds, workers, keep=None):
+def sample(scenario, seconds, workers, keep=None):
     """Window 2: py-spy on each worker (holding the GIL only) under the same load.
     ``keep``: a directory to copy py-spy's stacks to (one file per path and worker)."""
     with tempfile.TemporaryDirectory() as out:
@@ -116,7 +102,7 @@ def sample(runner, scenario, seconds, workers, keep=None):
                                    "--rate", "500", "--duration", str(seconds), "--format", "raw",
                                    "--output", f"{out}/{pid}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for pid in workers]
-        runner.wrk(scenario.path, seconds=seconds, **scenario.wrk_env)
+        scenario.read(seconds)
         for spy in spies:
             spy.wait(30)
         shares = collections.Counter()
@@ -191,31 +177,29 @@ def main():
         app_workers = lambda: children((stack.dir / "app" / "gunicorn.pid").read_text().strip())  # noqa: E731
         groups = {
             "nginx": lambda: children((stack.dir / "nginx" / "nginx.pid").read_text().strip()),
-            "workers": None,
             "redis": lambda: [(stack.dir / "redis" / "redis.pid").read_text().strip()],
             "postgres": lambda: children((stack.dir / "pg" / "data" / "postmaster.pid").read_text().split()[0]),
         }
-        # Each miss window reads ids no window read before.
-        half = users // 2
+
+        def get(path):
+            return lambda seconds: runner.wrk(path, seconds=seconds)
+
+        # Each miss window reads ids (or cursors) no window read before.
         scenarios = [
-            Scenario("bare Flask, item", "/bench/bare/users/1", lambda: children(stack.gunicorns["bare"])),
-            Scenario("L2 hit, item", "/bench/l1off/users/1", app_workers),
-            Scenario("L2 miss, item", "", app_workers, script="walk.lua", PREFIX="/bench/l1off/users/", FIRST="0"),
-            Scenario("bare Flask, list", "/bench/barelist/users", lambda: children(stack.gunicorns["barelist"])),
-            Scenario("L2 hit, list", "/bench/l1off/users", app_workers),
-            Scenario("L2 miss, list", "", app_workers, script="walk.lua", PREFIX="/bench/l1off/users?cursor=",
-                     FIRST=str(half)),
+            Scenario("bare Flask, item", get("/bench/bare/users/1"), lambda: children(stack.gunicorns["bare"])),
+            Scenario("L2 hit, item", get("/bench/l1off/users/1"), app_workers),
+            Scenario("L2 miss, item", bench.Walk(runner, "/bench/l1off/users/", 0), app_workers),
+            Scenario("bare Flask, list", get("/bench/barelist/users"), lambda: children(stack.gunicorns["barelist"])),
+            Scenario("L2 hit, list", get("/bench/l1off/users"), app_workers),
+            Scenario("L2 miss, list", bench.Walk(runner, "/bench/l1off/users?cursor=", users // 2), app_workers),
         ]
         cache = redis.Redis.from_url(stack.settings["REDIS_URL"])
         for path in ("/bench/l1off/users/1", "/bench/l1off/users"):
             runner.wrk(path, seconds=1)  # L2 warm
         results = []
         for scenario in scenarios:
-            groups["workers"] = scenario.workers
-            result, cpu, calls = measure(runner, stack, scenario, seconds, groups, cache)
-            if "FIRST" in scenario.wrk_env:  # the next window starts past the ids this one read
-                scenario.wrk_env["FIRST"] = str(int(scenario.wrk_env["FIRST"]) + result["requests"] + 1000)
-            shares = sample(runner, scenario, seconds, scenario.workers(), args.keep)
+            result, cpu, calls = measure(scenario, seconds, {**groups, "workers": scenario.workers}, cache)
+            shares = sample(scenario, seconds, scenario.workers(), args.keep)
             results.append((scenario, result, cpu, calls, shares))
     finally:
         stack.down()
