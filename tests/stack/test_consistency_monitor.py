@@ -122,8 +122,12 @@ def test_an_l2_value_stored_past_the_version_fence_is_reported(send, new_user):
     eventually(_changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
     version = cache.get(f"{key}:ver")
     _write_as_psql(new_user, "Fence bypassed")
-    # The relay's invalidation: a new version token (the refresh may already have refilled the value).
+    # The relay's invalidation (a new version token), then its L1 refresh's
+    # refill of L2 with the new row: a stale value set before that refill
+    # would be overwritten by it, and nothing would be left to report.
     eventually(lambda: cache.get(f"{key}:ver"), lambda now: now != version, seconds=UNPROMISED_WAIT, step=0.01)
+    eventually(lambda: cache.get(key), lambda held: held and b"Fence bypassed" in held,
+               seconds=UNPROMISED_WAIT, step=0.01)
     # What a refill that read the row before the change would store with the fence turned off.
     cache.set(key, old.body.decode().rstrip("\n"), ex=60)
     took = _reported("l2", monitor.L2_HOST, before)
