@@ -100,7 +100,7 @@ def test_after_a_failover_every_thread_connects_anew_once_one_has_failed(make_ap
     """Each thread keeps its own connection: the first failure of one must
     not leave the others to fail, one by one, each pausing the process's reads."""
     app = make_app(REDIS_URL=sentinel_group.url, CACHE_RETRY_AFTER=0.2)
-    relay_for(app)
+    relay_for(make_app(REDIS_URL=sentinel_group.url))  # its own failures must not renew this app's connections
     threads = [ThreadPoolExecutor(max_workers=1) for _ in range(2)]
     client = app.test_client()
 

@@ -14,8 +14,9 @@ from infra import settings
 from blueprints.users import USERS
 from tests.faults.load import Call, Load, lost_writes, stale_l2_entries
 from tests.support.accounts import place, signed_up
-from tests.support.bounds import L1_BOUND, L2_BOUND, STALE_IF_ERROR_BOUND, UNPROMISED_WAIT
+from tests.support.bounds import L1_BOUND, STALE_IF_ERROR_BOUND, UNPROMISED_WAIT
 from tests.support.http import FRESH, Client
+from tests.support.stack import changes_waiting
 from tests.support.waiting import Pace, eventually
 
 OUTAGE_SECONDS = 10
@@ -74,7 +75,7 @@ def test_redis_stopped_for_ten_seconds(stack, users, figures):
             resumed = eventually(lambda: probe.request("GET", f"/users/{read_ids[0]}", headers=FRESH),
                                  lambda reply: reply.l2 == "HIT", seconds=UNPROMISED_WAIT, since=up)
         time.sleep(2)
-    time.sleep(L2_BOUND)  # every change the load made has reached L2
+    eventually(changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT)  # the relay applied the load's
 
     during = load.between(down, up)
     figures.update(load.figures())
@@ -249,7 +250,7 @@ def test_fifty_writers_and_fifty_readers_on_one_user(stack, users, figures):
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(L2_BOUND)
+    eventually(changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT)  # the relay applied every write
 
     with stack.db() as conn, conn.cursor() as cur:
         cur.execute("SELECT name FROM users WHERE id = %s", (user_id,))

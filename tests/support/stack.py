@@ -5,6 +5,7 @@ need a stack ask, and only from a fixture or a test: the unit tier never does.""
 import os
 from urllib.parse import urlsplit
 
+import psycopg2
 import pytest
 
 
@@ -20,6 +21,17 @@ def setting(name):
 def app_socket():
     """The path of the app's unix socket (gunicorn's WEB_BIND)."""
     return setting("WEB_BIND").removeprefix("unix:")
+
+
+def changes_waiting():
+    """How many committed changes the relay has not applied yet (cache_changes)."""
+    conn = psycopg2.connect(setting("DATABASE_URL"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM cache_changes")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def with_database(url, name):
