@@ -57,10 +57,12 @@ class L1Refresher:
     """Has every nginx fetch URIs afresh, in threads of its own so the relay
     never waits for it: ``Cache-Control: no-cache`` makes nginx fetch and
     store (nginx/http.conf), REFRESH_HEADER lets the app's 404 of a deleted
-    item be stored too (cache/reads.py). Each URI is fetched again a second
-    later, after any slow read that loaded the old row and was still on its
-    way to nginx. A refresh that fails is dropped: that L1 then catches up
-    within its own 5 s bound.
+    item be stored too (cache/reads.py). Each URI is fetched again
+    ``AGAIN_AFTER`` later, after any slow read that loaded the old row and
+    was still on its way to nginx (nginx stores whichever answer ends last):
+    well inside the second an item's change promises, so the repair of an
+    entry such a read overwrote lands within it too. A refresh that fails
+    is dropped: that L1 then catches up within its own 5 s bound.
 
     Which nginx: each of ``bases`` (L1_REFRESH_URLS) is ``unix:/path`` or
     ``http://NAME:PORT``, where NAME may resolve to several addresses, one
@@ -72,7 +74,7 @@ class L1Refresher:
     is dead or cut off never delays the refresh of the others.
     """
 
-    AGAIN_AFTER = 1.0
+    AGAIN_AFTER = 0.5
     RESOLVE_SECONDS = 1.0
 
     def __init__(self, bases, token, resolve=None):

@@ -560,7 +560,7 @@ def monitor_cost_rows(runner, quick):
         for _ in range(pairs):
             for rate in busy:
                 runner.stack.restart_relay(CONSISTENCY_CHECKS_PER_S=rate)
-                time.sleep(3)  # its first checks come 2.25 s after the first changes it sees
+                time.sleep(3)  # past its first checks (CHECK_AFTER, cache/monitor.py, after the first changes it sees)
                 started = busy_cpu_seconds()
                 time.sleep(seconds)
                 busy[rate].append((busy_cpu_seconds() - started) / seconds)
