@@ -28,8 +28,8 @@ def main():
         return 0 if check(app) else 1
     metrics_server.serve("relay_bind")
     relay = Relay(app)
-    signal.signal(signal.SIGTERM, lambda *_: relay.stop())
-    signal.signal(signal.SIGINT, lambda *_: relay.stop())
+    signal.signal(signal.SIGTERM, relay.stop_on_signal)
+    signal.signal(signal.SIGINT, relay.stop_on_signal)
     relay.run()
     return 0
 

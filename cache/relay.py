@@ -90,6 +90,14 @@ class Relay:
     def stop(self):
         self.stopping.set()
 
+    def stop_on_signal(self, *_):
+        """SIGTERM's and SIGINT's handler. Python runs it in the main thread,
+        which may be inside ``stopping.wait()`` holding the Event's lock at
+        that moment: setting the Event right here would wait for that lock
+        for ever, and the relay would never stop (nor free its lock for the
+        next one). A thread of its own sets it once the main thread lets go."""
+        threading.Thread(target=self.stop, name="relay-stop", daemon=True).start()
+
     def _serve(self):
         # Keepalives: after a cut network, the server ends the old session (and
         # frees the relay's lock) within seconds, not TCP's two hours.

@@ -343,9 +343,17 @@ stop_pidfile() {  # stop_pidfile NAME PIDFILE: SIGTERM, then wait for the proces
     if alive "$pidfile"; then
         local pid
         pid=$(cat "$pidfile")
-        kill "$pid"
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        log "$name: stopped"
+        kill "$pid" 2>/dev/null || true  # it may have ended since
+        # Longer than gunicorn's graceful_timeout; then, as docker stop does
+        # after its grace period, SIGKILL: never leave a process running with
+        # no pidfile (a relay would keep its lock from the next one).
+        for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -9 "$pid" 2>/dev/null || true
+            log "$name: did not stop within 30 s of SIGTERM, killed"
+        else
+            log "$name: stopped"
+        fi
     fi
     rm -f "$pidfile"
 }
