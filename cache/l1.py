@@ -61,8 +61,10 @@ class L1Refresher:
     ``AGAIN_AFTER`` later, after any slow read that loaded the old row and
     was still on its way to nginx (nginx stores whichever answer ends last):
     well inside the second an item's change promises, so the repair of an
-    entry such a read overwrote lands within it too. A refresh that fails
-    is dropped: that L1 then catches up within its own 5 s bound.
+    entry such a read overwrote lands within it too. A read slower than
+    that (still on its way after the second fetch) leaves its old answer in
+    L1 for the entry's life: the 5 s bound holds, not the second. A refresh
+    that fails is dropped: that L1 then catches up within its own 5 s bound.
 
     Which nginx: each of ``bases`` (L1_REFRESH_URLS) is ``unix:/path`` or
     ``http://NAME:PORT``, where NAME may resolve to several addresses, one

@@ -272,9 +272,8 @@ class BenchStack:
 
     def restart_relay(self, **env):
         """The stack's relay again, with ``env`` on top of the stack's settings."""
-        stack_sh = ROOT / "scripts" / "stack.sh"
-        subprocess.run([stack_sh, "stop", "relay"], env=self.env, check=True, capture_output=True)
-        subprocess.run([stack_sh, "start", "relay"], env={**self.env, **env}, check=True, capture_output=True)
+        self._stack_sh("stop", "relay")
+        self._stack_sh("start", "relay", **env)
         # L2 is read again once the new relay has caught up: until then a
         # measurement would count reads from PostgreSQL.
         deadline = time.monotonic() + 30
@@ -282,6 +281,15 @@ class BenchStack:
             if time.monotonic() > deadline:
                 raise RuntimeError("L2 was not read again within 30 s of the relay's restart")
             time.sleep(0.1)
+
+    def _stack_sh(self, action, service, **env):
+        """``scripts/stack.sh ACTION SERVICE``; a failure says why, with the service's last log lines."""
+        result = subprocess.run([ROOT / "scripts" / "stack.sh", action, service], env={**self.env, **env},
+                                capture_output=True, text=True)
+        if result.returncode:
+            log = self.dir / service / f"{service}.log"
+            tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+            raise RuntimeError("\n".join([f"stack.sh {action} {service}: {result.stderr.strip()}", *tail]))
 
     def l2_status(self, path):
         with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
@@ -533,8 +541,10 @@ def monitor_cost_rows(runner, quick):
     levels: the L1 and L2 hits while writes flow (so the monitor has changes
     to check: WRITES_PER_S updates of other users, as psql would make them),
     with the monitor at its default rate against the same with it off (0).
-    Its reads are a peek at nginx and a GET in Redis per sampled change."""
-    rounds = 1 if quick else 5
+    Its reads are a peek at nginx and a GET in Redis per sampled change.
+    Each round is two turns of each side: its target is within the noise of
+    a round measured once."""
+    rounds, turns = (1, 1) if quick else (5, 2)
     stop = threading.Event()
 
     def write():
@@ -573,7 +583,8 @@ def monitor_cost_rows(runner, quick):
         share = cpu_share(1 if quick else 3, 1 if quick else 10)
         rows = []
         for level, path in (("L1", "/users/1"), ("L2", "/bench/l1off/users/1")):
-            result, base, ratios = runner.paired(lambda path=path: on(path), lambda path=path: off(path), rounds)
+            result, base, ratios = runner.paired(lambda path=path: on(path), lambda path=path: off(path), rounds,
+                                                 turns)
             rows.append(row(f"monitor, {level} hit", f"{level} hit while {WRITES_PER_S} changes/s flow, the consistency "
                             f"monitor at its default rate (its CPU, on less off with no client: {share:.2%} of the "
                             "machine's)", result, base, 0.98,
@@ -750,7 +761,8 @@ def markdown(rows, memory, tuning, meta):
               "rows), each the subject's req/s over its baseline's measured just before or after it (alternately);",
               "the range of the rounds and their farthest distance from the median follow in brackets. The rounds of",
               "the Python tier's item rows (L2 hit, miss, L2 miss) last twice as long as the others', in four turns",
-              "of each, alternating, the round's ratio that of their sums. Growth ratios compare",
+              "of each, alternating, the round's ratio that of their sums; the monitor rows' rounds are two turns",
+              "of each, as long as the others' each. Growth ratios compare",
               "p50 latency (lower is better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + ".",

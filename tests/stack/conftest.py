@@ -4,10 +4,8 @@ import uuid
 
 import pytest
 
-from tests.support.bounds import UNPROMISED_WAIT
 from tests.support.http import Client
-from tests.support.stack import changes_waiting, setting
-from tests.support.waiting import eventually
+from tests.support.stack import setting, wait_applied
 
 
 @pytest.fixture(scope="session")
@@ -36,5 +34,5 @@ def new_user(send):
     # Its POST applied by the relay, so no refresh of it is pending: else a
     # mark the test's first read leaves would have the relay fetch the entry
     # again, at once and AGAIN_AFTER later, in the middle of what the test does.
-    eventually(changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
+    wait_applied()
     return reply.json()["id"]

@@ -8,6 +8,9 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
+from tests.support.bounds import UNPROMISED_WAIT
+from tests.support.waiting import eventually
+
 
 def setting(name):
     """The stack's ``name``; without it the run stops, saying how to start one."""
@@ -32,6 +35,11 @@ def changes_waiting():
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def wait_applied():
+    """Until the relay has applied every committed change."""
+    eventually(changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
 
 
 def with_database(url, name):
