@@ -26,7 +26,7 @@ def app_socket():
     return setting("WEB_BIND").removeprefix("unix:")
 
 
-def changes_waiting():
+def _changes_waiting():
     """How many committed changes the relay has not applied yet (cache_changes)."""
     conn = psycopg2.connect(setting("DATABASE_URL"))
     try:
@@ -39,7 +39,7 @@ def changes_waiting():
 
 def wait_applied():
     """Until the relay has applied every committed change."""
-    eventually(changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
+    eventually(_changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
 
 
 def with_database(url, name):
