@@ -761,8 +761,8 @@ def markdown(rows, memory, tuning, meta):
               "rows), each the subject's req/s over its baseline's measured just before or after it (alternately);",
               "the range of the rounds and their farthest distance from the median follow in brackets. The rounds of",
               "the Python tier's item rows (L2 hit, miss, L2 miss) last twice as long as the others', in four turns",
-              "of each, alternating, the round's ratio that of their sums; the monitor rows' rounds are two turns",
-              "of each, as long as the others' each. Growth ratios compare",
+              "of each, alternating, the round's ratio that of their sums; the monitor rows' rounds are two",
+              "alternating turns of each, as long as another row's round. Growth ratios compare",
               "p50 latency (lower is better): the figure at that size over the 1,000-row one.",
               "", "Peak resident memory after the run (VmHWM, MiB): "
               + "; ".join(f"{name}: {', '.join(fmt(v) for v in values)}" for name, values in memory.items()) + ".",
