@@ -18,13 +18,13 @@ import pytest
 from psycopg2 import sql
 import redis
 
-from infra import db
 from app import create_app
 from cache.l2 import CAUGHT_UP
 from migrate import migrate
 from cache.relay import Relay
 from tests.support.bounds import UNPROMISED_WAIT
 from tests.support.servers import Link, RedisServer
+from tests.support import stack
 from tests.support.stack import setting, with_database
 from tests.support.waiting import eventually
 
@@ -148,9 +148,7 @@ def wait_applied(app):
     """Until the relay has applied every noted change: it applies each once
     more after the writer's own invalidation, which would retire a value
     cached in between."""
-    with app.app_context():
-        eventually(lambda: db.fetch_one("SELECT count(*) AS n FROM cache_changes")["n"], lambda n: n == 0,
-                   seconds=UNPROMISED_WAIT, step=0.01)
+    stack.wait_applied(app.config["DATABASE_URL"])
 
 
 @pytest.fixture(scope="session")

@@ -26,20 +26,20 @@ def app_socket():
     return setting("WEB_BIND").removeprefix("unix:")
 
 
-def _changes_waiting():
-    """How many committed changes the relay has not applied yet (cache_changes)."""
-    conn = psycopg2.connect(setting("DATABASE_URL"))
+def wait_applied(database_url=None):
+    """Until the relay has applied every committed change of the database
+    (the stack's by default): cache_changes is empty."""
+    conn = psycopg2.connect(database_url or setting("DATABASE_URL"))
+    conn.autocommit = True  # each look sees what committed since the last
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM cache_changes")
-            return cur.fetchone()[0]
+            def waiting():
+                cur.execute("SELECT count(*) FROM cache_changes")
+                return cur.fetchone()[0]
+
+            eventually(waiting, lambda count: count == 0, seconds=UNPROMISED_WAIT, step=0.01)
     finally:
         conn.close()
-
-
-def wait_applied():
-    """Until the relay has applied every committed change."""
-    eventually(_changes_waiting, lambda waiting: waiting == 0, seconds=UNPROMISED_WAIT, step=0.01)
 
 
 def with_database(url, name):
